@@ -1,0 +1,2 @@
+"""Export: mesh extraction from splats, texture bake, GLB, USD/USDZ, splat formats and engine
+presets, with the official validators built in."""

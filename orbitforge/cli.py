@@ -1,0 +1,150 @@
+"""The `orbitforge` command: parses, builds configs, calls stage functions, shows progress.
+
+Errors from the library arrive as `OrbitforgeError` and are printed here, once, as one line
+with a hint; `--debug` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+from orbitforge import __version__
+from orbitforge.errors import InputError, OrbitforgeError
+
+logger = logging.getLogger("orbitforge.cli")
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orbitforge", description="Text, an image or a video in; a game-ready 3D asset out.")
+    parser.add_argument("--version", action="version", version=f"orbitforge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug logs)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("render-orbit", help="render a ground-truth orbit clip of a mesh asset")
+    p.add_argument("asset", help=f"GLB/glTF/OBJ/PLY file, or {BUILTIN_PREFIX}NAME for a built-in asset (globe, toy)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="run folder to create or resume")
+    p.add_argument("--frames", type=_positive_int, default=48, help="number of views (default 48)")
+    p.add_argument("--size", type=_positive_int, default=256, help="square image side in pixels (default 256)")
+    p.add_argument("--elevation", type=float, default=20.0, help="camera elevation in degrees (default 20)")
+    p.add_argument("--fov", type=float, default=40.0, help="vertical field of view in degrees (default 40)")
+    p.add_argument("--radius", type=float, default=None, help="camera distance (default: frame the asset)")
+    p.add_argument("--shading", choices=("lit", "unlit"), default="lit", help="lit (default) or unlit albedo")
+    p.add_argument("--supersample", type=_positive_int, default=2, help="antialiasing factor (default 2)")
+    p.set_defaults(func=_cmd_render_orbit)
+
+    p = sub.add_parser("info", help="summarise a run folder")
+    p.add_argument("run", type=Path, help="run folder")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def _resolve_asset(spec: str):
+    """(parts, input file or None, description) for a path or a builtin:NAME."""
+    from orbitforge import builtin
+    from orbitforge.mesh import load_meshes
+
+    if spec.startswith(BUILTIN_PREFIX):
+        return builtin.load(spec[len(BUILTIN_PREFIX):]), None, spec
+    path = Path(spec).expanduser()
+    return load_meshes(path), path.resolve(), str(path)
+
+
+def _cmd_render_orbit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from orbitforge.cameras import check_image_size
+    from orbitforge.clip import Clip
+    from orbitforge.render import OrbitConfig, RenderConfig, render_orbit
+    from orbitforge.rundir import RunDir
+    from orbitforge.viewers.preview import contact_sheet, save_image
+
+    # 1. validate everything before anything is written
+    check_image_size(args.size * args.supersample, args.size * args.supersample)
+    config = OrbitConfig(
+        frames=args.frames, size=args.size, elevation_deg=args.elevation, fov_deg=args.fov, radius=args.radius,
+        render=RenderConfig(shading=args.shading, supersample=args.supersample),
+    )
+    parts, asset_file, source = _resolve_asset(args.asset)
+    run = RunDir.open(args.output)
+    run.record(command="render-orbit", inputs={"asset": source})
+
+    # 2. the clip stage: frames, masks, depth, cameras, transforms.json, clip.mp4
+    def stage(tmp: Path) -> dict:
+        with tqdm(total=config.frames, desc="render-orbit", unit="frame", disable=None) as bar:
+            clip = render_orbit(parts, config, source=source, progress=bar.update)
+        clip.save(tmp)
+        return {"frames": len(clip), "size": config.size, "coverage": float(clip.masks.mean())}
+
+    result = run.run_stage("clip", stage, config=asdict(config), inputs=[asset_file] if asset_file else [])
+    sheet_path = run.root / "preview" / "contact_sheet.png"
+    if not result.skipped or not sheet_path.exists():
+        clip = Clip.load(result.path)
+        labels = [f"az {a:.0f}" for a in _azimuths(clip)]
+        save_image(contact_sheet(clip.frames, labels=labels, tile=min(config.size, 160)), sheet_path)
+    state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
+    print(f"clip: {state} -> {result.path}")
+    print(f"contact sheet: {sheet_path}")
+    return 0
+
+
+def _azimuths(clip) -> list[float]:
+    """Camera azimuths in degrees around the orbit centre, for labels."""
+    import numpy as np
+
+    centres = clip.cameras.centres
+    offsets = centres - centres.mean(axis=0)
+    return list(np.degrees(np.arctan2(offsets[:, 0], offsets[:, 2])) % 360)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from orbitforge.rundir import MANIFEST, RunDir
+
+    if not (args.run / MANIFEST).is_file():
+        raise InputError(f"{args.run} is not a run folder (no {MANIFEST}); give the folder passed to -o")
+    print(RunDir(args.run).summary())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except OrbitforgeError as exc:
+        if args.debug:
+            raise
+        print(f"orbitforge: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("orbitforge: interrupted; finished stages are kept, re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user error: still one line unless --debug
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"orbitforge: internal error: {type(exc).__name__}: {first} (re-run with --debug for the traceback and report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Sets up orbitforge from nothing on a fresh Debian machine with Python 3.11:
+# Debian packages (when root), a virtual environment in .venv, the CPU build of torch first,
+# then the project with every later install held to that torch by a constraints file.
+# Idempotent: a second run only checks.  Usage: scripts/setup.sh [dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${1:-}"
+VENV="${VENV:-.venv}"
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null || PY=python3
+
+# 1. Debian packages the project needs at run time (none yet beyond Python itself; later
+#    stages add theirs here so that one script stays the single place that installs them).
+APT_PACKAGES=()
+if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+      echo "setup: please install Debian packages: ${missing[*]} (sudo apt-get install ...)" >&2
+      exit 1
+    fi
+  fi
+fi
+
+# 2. Virtual environment.
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+# 3. torch first: the CPU build of 2.13.0 that lies on this machine's disk.  A plain `torch`
+#    requirement would pull a multi-GB CUDA build, so every later install runs under
+#    constraints.txt, which holds torch at this version.
+"$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
+  || "${PIP[@]}" install torch==2.13.0
+
+# 4. The project itself, editable, with extras.
+spec="."
+[ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
+"${PIP[@]}" install -c constraints.txt -e "$spec"
+"$VENV/bin/python" -c "import orbitforge; print('orbitforge', orbitforge.__version__, 'ready in $VENV')"

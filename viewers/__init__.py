@@ -1,0 +1,2 @@
+"""Viewers: the live viser viewer, the static HTML page and previews (contact sheets,
+turntables)."""
