@@ -31,8 +31,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the full usage is one `--help` away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orbitforge", description="Text, an image or a video in; a game-ready 3D asset out.")
+    parser = _OneLineParser(prog="orbitforge", description="Text, an image or a video in; a game-ready 3D asset out.")
     parser.add_argument("--version", action="version", version=f"orbitforge {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug logs)")
@@ -70,14 +77,12 @@ def _resolve_asset(spec: str):
 def _cmd_render_orbit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from orbitforge.cameras import check_image_size
     from orbitforge.clip import Clip
     from orbitforge.render import OrbitConfig, RenderConfig, render_orbit
     from orbitforge.rundir import RunDir
     from orbitforge.viewers.preview import contact_sheet, save_image
 
     # 1. validate everything before anything is written
-    check_image_size(args.size * args.supersample, args.size * args.supersample)
     config = OrbitConfig(
         frames=args.frames, size=args.size, elevation_deg=args.elevation, fov_deg=args.fov, radius=args.radius,
         render=RenderConfig(shading=args.shading, supersample=args.supersample),

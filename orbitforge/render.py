@@ -328,6 +328,21 @@ class OrbitConfig:
     render: RenderConfig = RenderConfig(supersample=2)
     """Shading; supersampled by default for antialiased frames."""
 
+    def __post_init__(self) -> None:
+        # fail before any work or any file is written
+        from orbitforge.cameras import check_image_size, intrinsics_from_fov
+
+        if self.frames < 1:
+            raise InputError(f"an orbit needs at least 1 frame, got {self.frames}")
+        check_image_size(self.size * self.render.supersample, self.size * self.render.supersample)
+        intrinsics_from_fov(self.fov_deg, self.size, self.size)
+        if not -90.0 < self.elevation_deg < 90.0:
+            raise InputError(f"elevation must be in (-90, 90) degrees, got {self.elevation_deg}")
+        if self.radius is not None and not self.radius > 0:
+            raise InputError(f"orbit radius must be positive, got {self.radius}")
+        if not self.fps > 0:
+            raise InputError(f"fps must be positive, got {self.fps}")
+
 
 def orbit_cameras_for(parts: Sequence[MeshAsset], config: OrbitConfig) -> Cameras:
     """The orbit of `config` around the parts' bounding-sphere centre."""

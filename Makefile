@@ -1,0 +1,24 @@
+# orbitforge: `make demo` sets up and renders the built-in demo; `make test` sets up and runs the tests.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup setup-dev demo test bench clean
+
+setup:
+	VENV=$(VENV) bash scripts/setup.sh
+
+setup-dev:
+	VENV=$(VENV) bash scripts/setup.sh dev
+
+demo: setup
+	$(BIN)/orbitforge render-orbit builtin:toy -o runs/demo --frames 48 --size 256 --elevation 20
+	@echo "open runs/demo/preview/contact_sheet.png and runs/demo/clip/clip.mp4"
+
+test: setup-dev
+	bash scripts/test.sh $(BIN)/python
+
+bench: setup-dev
+	$(BIN)/python bench/render.py
+
+clean:
+	rm -rf runs build dist *.egg-info .pytest_cache
