@@ -17,7 +17,8 @@ demo: setup
 test: setup-dev
 	bash scripts/test.sh $(BIN)/python
 
-bench: setup-dev
+bench:
+	VENV=$(VENV) bash scripts/setup.sh dev,bench
 	$(BIN)/python bench/render.py
 
 clean:

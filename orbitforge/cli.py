@@ -80,7 +80,7 @@ def _cmd_render_orbit(args: argparse.Namespace) -> int:
     from orbitforge.clip import Clip
     from orbitforge.render import OrbitConfig, RenderConfig, render_orbit
     from orbitforge.rundir import RunDir
-    from orbitforge.viewers.preview import contact_sheet, save_image
+    from orbitforge.viewers.preview import contact_sheet, save_image, save_turntable_gif
 
     # 1. validate everything before anything is written
     config = OrbitConfig(
@@ -99,14 +99,17 @@ def _cmd_render_orbit(args: argparse.Namespace) -> int:
         return {"frames": len(clip), "size": config.size, "coverage": float(clip.masks.mean())}
 
     result = run.run_stage("clip", stage, config=asdict(config), inputs=[asset_file] if asset_file else [])
+    # 3. previews, redrawn whenever the clip changed
     sheet_path = run.root / "preview" / "contact_sheet.png"
-    if not result.skipped or not sheet_path.exists():
+    gif_path = run.root / "preview" / "turntable.gif"
+    if not result.skipped or not (sheet_path.exists() and gif_path.exists()):
         clip = Clip.load(result.path)
         labels = [f"az {a:.0f}" for a in _azimuths(clip)]
         save_image(contact_sheet(clip.frames, labels=labels, tile=min(config.size, 160)), sheet_path)
+        save_turntable_gif(clip.frames, gif_path, fps=clip.fps)
     state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
     print(f"clip: {state} -> {result.path}")
-    print(f"contact sheet: {sheet_path}")
+    print(f"previews: {sheet_path}, {gif_path}")
     return 0
 
 

@@ -1,11 +1,14 @@
 """A CPU mesh renderer: textured, lit, with depth and mask, for any `Cameras`.
 
 It feeds ground-truth orbits, the synthetic training world and previews, so throughput
-matters.  Choice (measured by `bench/render.py`): a z-buffer rasteriser compiled with numba,
-parallel over frames, then one vectorised numpy shading pass.  The reference path,
-`reference_render`, finds visibility by ray casting with trimesh (embree when installed), fully
-independent of the rasteriser's projection, and shares only the shading, so a test comparing
-the two checks the camera convention and the visibility at once.
+matters.  Choice (measured by `bench/render.py` against trimesh/embree ray casting and Mesa
+OpenGL through EGL): a z-buffer rasteriser compiled with numba, parallel over frames, then a
+compiled shading pass parallel over rows.  Pure pip, no GL driver, bit-for-bit deterministic.
+
+The reference path, `reference_render`, finds visibility by ray casting with trimesh (embree
+when installed), independent of the rasteriser's projection, and shades in plain numpy
+(`_shade`), independent of the compiled shader; a test comparing the two paths checks the
+camera convention, the visibility and the shading at once.
 
 Shading is Lambertian under a light fixed in the world plus ambient, in linear light: the
 colour of a surface point is the same from every view, which is what multi-view
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Literal, Sequence
 import numpy as np
 from numba import njit, prange
 
-from orbitforge.cameras import Cameras
+from orbitforge.cameras import MAX_IMAGE_SIDE, Cameras
 from orbitforge.errors import InputError
 from orbitforge.mesh import MeshAsset
 
@@ -170,6 +173,87 @@ def _rasterize(px, py, pz, faces, height, width):  # pragma: no cover - compiled
     return fid, bary0, bary1, depth
 
 
+@njit(cache=True, inline="always")
+def _srgb_encode(c):  # pragma: no cover - compiled
+    c = min(max(c, 0.0), 1.0)
+    return c * 12.92 if c <= 0.0031308 else 1.055 * c ** (1.0 / 2.4) - 0.055
+
+
+@njit(parallel=True, cache=True)
+def _shade_compiled(fid, bary0, bary1, corner_rgba, corner_uv, corner_normal, face_texture,
+                    tex_flat, tex_offset, tex_h, tex_w, Kinv, rot, light, ambient, lit, background):  # pragma: no cover
+    """The fast twin of `_shade`: same maths per pixel, compiled, parallel over image rows.
+    tex_flat holds every texture as [h * w * 4] linear RGBA float32 starting at tex_offset[k]."""
+    T, H, W = fid.shape
+    rgb = np.empty((T, H, W, 3), np.uint8)
+    for row in prange(T * H):
+        t = row // H
+        j = row % H
+        for i in range(W):
+            f = fid[t, j, i]
+            if f < 0:
+                rgb[t, j, i, 0], rgb[t, j, i, 1], rgb[t, j, i, 2] = background[0], background[1], background[2]
+                continue
+            w0, w1 = bary0[t, j, i], bary1[t, j, i]
+            w2 = 1.0 - w0 - w1
+            col = np.empty(3, np.float32)
+            for c in range(3):
+                col[c] = w0 * corner_rgba[f, 0, c] + w1 * corner_rgba[f, 1, c] + w2 * corner_rgba[f, 2, c]
+            k = face_texture[f]
+            if k >= 0:
+                u = w0 * corner_uv[f, 0, 0] + w1 * corner_uv[f, 1, 0] + w2 * corner_uv[f, 2, 0]
+                v = w0 * corner_uv[f, 0, 1] + w1 * corner_uv[f, 1, 1] + w2 * corner_uv[f, 2, 1]
+                h, w, base = tex_h[k], tex_w[k], tex_offset[k]
+                x = u * w - 0.5
+                y = (1.0 - v) * h - 0.5
+                x0, y0 = np.floor(x), np.floor(y)
+                fx, fy = x - x0, y - y0
+                xa, ya = int(x0) % w, int(y0) % h
+                xb, yb = (xa + 1) % w, (ya + 1) % h
+                for c in range(3):
+                    top = tex_flat[base + (ya * w + xa) * 4 + c] * (1 - fx) + tex_flat[base + (ya * w + xb) * 4 + c] * fx
+                    bot = tex_flat[base + (yb * w + xa) * 4 + c] * (1 - fx) + tex_flat[base + (yb * w + xb) * 4 + c] * fx
+                    col[c] *= top * (1 - fy) + bot * fy
+            if lit:
+                n = np.empty(3, np.float32)
+                for c in range(3):
+                    n[c] = w0 * corner_normal[f, 0, c] + w1 * corner_normal[f, 1, c] + w2 * corner_normal[f, 2, c]
+                norm = max(np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]), 1e-12)
+                # view direction through the pixel centre, for the double-sided flip
+                px, py = i + 0.5, j + 0.5
+                dot_view = 0.0
+                for r in range(3):
+                    d_r = 0.0
+                    for c in range(3):
+                        d_r += rot[t, r, c] * (Kinv[t, c, 0] * px + Kinv[t, c, 1] * py + Kinv[t, c, 2])
+                    dot_view += n[r] * d_r
+                sign = -1.0 if dot_view > 0 else 1.0
+                lambert = sign * (n[0] * light[0] + n[1] * light[1] + n[2] * light[2]) / norm
+                lambert = min(max(lambert, 0.0), 1.0)
+                shade = ambient + (1.0 - ambient) * lambert
+                for c in range(3):
+                    col[c] *= shade
+            for c in range(3):
+                rgb[t, j, i, c] = np.uint8(np.round(_srgb_encode(col[c]) * 255.0))
+    return rgb
+
+
+def _shade_fast(packed: _Packed, cameras: Cameras, config: RenderConfig, fid, bary0, bary1, depth) -> RenderOutput:
+    """Compiled shading (see `_shade` for the readable reference it must match)."""
+    textures = packed.textures or (np.zeros((1, 1, 4), np.float32),)
+    sizes = np.array([t.shape[0] * t.shape[1] * 4 for t in textures], np.int64)
+    light = np.asarray(config.light_dir, dtype=np.float64)
+    rgb = _shade_compiled(
+        fid, bary0, bary1, packed.corner_rgba, packed.corner_uv, packed.corner_normal, packed.face_texture,
+        np.concatenate([t.reshape(-1) for t in textures]), np.concatenate([[0], np.cumsum(sizes)[:-1]]),
+        np.array([t.shape[0] for t in textures], np.int64), np.array([t.shape[1] for t in textures], np.int64),
+        np.linalg.inv(cameras.K), np.ascontiguousarray(cameras.c2w[:, :3, :3]), light / np.linalg.norm(light),
+        float(config.ambient), config.shading == "lit", np.asarray(config.background, np.uint8),
+    )
+    mask = fid >= 0
+    return RenderOutput(rgb=rgb, depth=np.where(mask, depth, 0).astype(np.float32), mask=mask)
+
+
 def _sample_bilinear(tex: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Bilinear lookup with repeat wrapping, glTF's default sampler.  uv: [P, 2] (v up)."""
     h, w = tex.shape[:2]
@@ -185,7 +269,7 @@ def _sample_bilinear(tex: np.ndarray, uv: np.ndarray) -> np.ndarray:
 
 
 def _shade(packed: _Packed, cameras: Cameras, config: RenderConfig, fid, bary0, bary1, depth) -> RenderOutput:
-    """Shared by the fast and the reference path: attributes at the visible surface -> RGB."""
+    """Reference shading in plain numpy: attributes at the visible surface -> RGB."""
     mask = fid >= 0
     f = fid[mask]
     b = np.stack([bary0[mask], bary1[mask], 1.0 - bary0[mask] - bary1[mask]], axis=1)[..., None]  # [P, 3, 1]
@@ -260,7 +344,7 @@ def render(meshes: MeshAsset | Sequence[MeshAsset], cameras: Cameras, config: Re
         np.ascontiguousarray(uv[..., 0]), np.ascontiguousarray(uv[..., 1]), np.ascontiguousarray(z),
         packed.faces, cams.height, cams.width,
     )
-    out = _shade(packed, cams, config, fid, b0, b1, depth)
+    out = _shade_fast(packed, cams, config, fid, b0, b1, depth)
     return out if ss == 1 else _downsample(out, ss, config.background)
 
 
@@ -307,6 +391,13 @@ def reference_render(meshes: MeshAsset | Sequence[MeshAsset], cameras: Cameras, 
     return _shade(packed, cameras, config, fid, b0, b1, depth)
 
 
+_CLIP_BYTES_PER_PIXEL = 8  # RGB uint8 + mask bool + depth float32, per frame pixel
+MAX_CLIP_BYTES = 8 * 2**30
+"""A clip is held in memory whole; beyond this an orbit is refused up front, not OOM-killed."""
+_RENDER_BYTES_PER_PIXEL = 40  # rasteriser buffers plus shading output, per rendered pixel
+_RENDER_BUDGET_BYTES = 512 * 2**20
+
+
 @dataclass(frozen=True)
 class OrbitConfig:
     """A ground-truth orbit around an asset: camera path plus renderer settings."""
@@ -334,7 +425,13 @@ class OrbitConfig:
 
         if self.frames < 1:
             raise InputError(f"an orbit needs at least 1 frame, got {self.frames}")
-        check_image_size(self.size * self.render.supersample, self.size * self.render.supersample)
+        check_image_size(self.size, self.size)
+        rendered = self.size * self.render.supersample
+        if rendered > MAX_IMAGE_SIDE:
+            raise InputError(
+                f"size {self.size} with supersample {self.render.supersample} renders {rendered} px per side, over "
+                f"the {MAX_IMAGE_SIDE}-pixel limit; lower --supersample or --size"
+            )
         intrinsics_from_fov(self.fov_deg, self.size, self.size)
         if not -90.0 < self.elevation_deg < 90.0:
             raise InputError(f"elevation must be in (-90, 90) degrees, got {self.elevation_deg}")
@@ -342,6 +439,12 @@ class OrbitConfig:
             raise InputError(f"orbit radius must be positive, got {self.radius}")
         if not self.fps > 0:
             raise InputError(f"fps must be positive, got {self.fps}")
+        clip_bytes = self.frames * self.size * self.size * _CLIP_BYTES_PER_PIXEL
+        if clip_bytes > MAX_CLIP_BYTES:
+            raise InputError(
+                f"{self.frames} frames at {self.size}x{self.size} need about {clip_bytes / 2**30:.0f} GiB in memory "
+                f"(limit {MAX_CLIP_BYTES / 2**30:.0f} GiB); use fewer --frames or a smaller --size"
+            )
 
 
 def orbit_cameras_for(parts: Sequence[MeshAsset], config: OrbitConfig) -> Cameras:
@@ -366,6 +469,8 @@ def render_orbit(parts: Sequence[MeshAsset], config: OrbitConfig = OrbitConfig()
     from orbitforge.clip import Clip
 
     cams = orbit_cameras_for(_as_parts(parts), config)
+    rendered_side = config.size * config.render.supersample
+    chunk = max(1, min(chunk, _RENDER_BUDGET_BYTES // (rendered_side**2 * _RENDER_BYTES_PER_PIXEL)))
     outs = []
     for start in range(0, len(cams), chunk):
         outs.append(render(parts, cams[start : start + chunk], config.render))

@@ -2,7 +2,7 @@
 # Sets up orbitforge from nothing on a fresh Debian machine with Python 3.11:
 # Debian packages (when root), a virtual environment in .venv, the CPU build of torch first,
 # then the project with every later install held to that torch by a constraints file.
-# Idempotent: a second run only checks.  Usage: scripts/setup.sh [dev]
+# Idempotent: a second run only checks.  Usage: scripts/setup.sh [EXTRAS], e.g. "dev" or "dev,bench"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${1:-}"
@@ -10,9 +10,11 @@ VENV="${VENV:-.venv}"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
 
-# 1. Debian packages the project needs at run time (none yet beyond Python itself; later
-#    stages add theirs here so that one script stays the single place that installs them).
+# 1. Debian packages, by what is being installed; this script is the one place that installs them.
 APT_PACKAGES=()
+case ",$EXTRAS," in
+  *,bench,*) APT_PACKAGES+=(libegl1 libegl-mesa0 libgl1-mesa-dri) ;;  # Mesa EGL for the GL peer in bench/render.py
+esac
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -24,7 +24,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_render_orbit_writes_a_complete_clip_and_resumes(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["render-orbit", "builtin:toy", "-o", str(run), "--frames", "6", "--size", "48"]) == 0
-    for rel in ("run.json", "clip/clip.mp4", "clip/transforms.json", "clip/frames/00005.png", "preview/contact_sheet.png"):
+    for rel in ("run.json", "clip/clip.mp4", "clip/transforms.json", "clip/frames/00005.png", "preview/contact_sheet.png", "preview/turntable.gif"):
         assert (run / rel).is_file(), rel
     sheet = Image.open(run / "preview" / "contact_sheet.png")
     assert sheet.width > 2 * 48 and np.asarray(sheet).std() > 10
@@ -65,6 +65,8 @@ def faceless_obj(tmp_path) -> Path:
         (["render-orbit", "builtin:toy", "--frames", "0"], "must be at least 1"),
         (["render-orbit", "builtin:toy", "--size", "0"], "must be at least 1"),
         (["render-orbit", "builtin:toy", "--size", "100000"], "limit"),
+        (["render-orbit", "builtin:toy", "--size", "10000", "--supersample", "2"], "lower --supersample"),
+        (["render-orbit", "builtin:toy", "--size", "16000", "--supersample", "1"], "GiB in memory"),
         (["render-orbit", "builtin:toy", "--fov", "0"], "field of view"),
         (["info", "."], "not a run folder"),
     ],

@@ -64,3 +64,24 @@ def save_image(image: Image.Image, path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_turntable_gif(frames: np.ndarray, path, *, fps: float = 24.0, max_side: int = 256) -> None:
+    """An endlessly looping GIF of an orbit's frames, resized to at most `max_side`, atomically."""
+    import os
+    from pathlib import Path
+
+    frames = np.asarray(frames)
+    images = [Image.fromarray(f) for f in frames]
+    scale = min(1.0, max_side / max(images[0].size))
+    if scale < 1.0:
+        size = (max(1, round(images[0].width * scale)), max(1, round(images[0].height * scale)))
+        images = [im.resize(size, Image.Resampling.LANCZOS) for im in images]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.gif")
+    try:
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0, optimize=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
