@@ -1,0 +1,81 @@
+"""Quality measures for reconstructions: pose errors against known cameras.
+
+SfM recovers cameras only up to a similarity (scale, rotation, translation), so estimated poses
+are first aligned to the truth with a robust Sim(3) fitted to the camera centres (pycolmap's
+LO-RANSAC), and errors are measured after that: a few wrong cameras cannot drag the alignment,
+and they show up as the outliers they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from orbitforge.cameras import Cameras
+
+
+@dataclass(frozen=True)
+class PoseErrors:
+    """Per-camera errors after alignment.
+
+    Attributes:
+        rotation_deg: (N,) angle between aligned and true camera orientations.
+        centre_error: (N,) distance between aligned and true centres, as a fraction of the
+            true cameras' mean distance from their centroid (scale-free).
+        scale: the fitted Sim(3) scale (truth units per estimated unit).
+        aligned: the estimated cameras moved into the truth's frame.
+    """
+
+    rotation_deg: np.ndarray
+    centre_error: np.ndarray
+    scale: float
+    aligned: Cameras
+
+    def summary(self, threshold_deg: float = 2.0) -> dict:
+        """JSON-ready numbers for reports."""
+        return {
+            "cameras": int(len(self.rotation_deg)),
+            "rotation_deg_median": float(np.median(self.rotation_deg)),
+            "rotation_deg_max": float(np.max(self.rotation_deg)),
+            "centre_error_median": float(np.median(self.centre_error)),
+            f"cameras_within_{threshold_deg:g}_deg": int((self.rotation_deg <= threshold_deg).sum()),
+        }
+
+
+def _similarity_from_centres(src: np.ndarray, tgt: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """tgt ~ s R src + t, robustly (pycolmap LO-RANSAC); Umeyama on all points as a fallback."""
+    import pycolmap
+
+    spread = np.linalg.norm(tgt - tgt.mean(0), axis=1).mean()
+    options = pycolmap.RANSACOptions()
+    options.max_error = 0.05 * spread  # a camera more than 5% of the rig size off is an outlier
+    found = pycolmap.estimate_sim3d_robust(src, tgt, options) if len(src) >= 3 else None
+    sim = found["tgt_from_src"] if found else None  # pycolmap returns a dict, or None on failure
+    if sim is not None:
+        m = sim.matrix()
+        return float(sim.scale), m[:, :3] / sim.scale, m[:, 3]
+    # Umeyama (closed form) when RANSAC cannot run, e.g. three cameras in a line
+    mu_s, mu_t = src.mean(0), tgt.mean(0)
+    cov = (tgt - mu_t).T @ (src - mu_s) / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    fix = np.diag([1, 1, np.sign(np.linalg.det(u @ vt))])
+    rot = u @ fix @ vt
+    scale = float(np.trace(np.diag(d) @ fix) / ((src - mu_s) ** 2).sum(1).mean())
+    return scale, rot, mu_t - scale * rot @ mu_s
+
+
+def pose_errors(estimated: Cameras, truth: Cameras) -> PoseErrors:
+    """Errors of `estimated` against `truth` (same cameras, same order) after a robust Sim(3)."""
+    if len(estimated) != len(truth):
+        raise ValueError(f"{len(estimated)} estimated cameras for {len(truth)} true ones")
+    scale, rot, trans = _similarity_from_centres(estimated.centres, truth.centres)
+    c2w = estimated.c2w.copy()
+    c2w[:, :3, :3] = rot @ c2w[:, :3, :3]
+    c2w[:, :3, 3] = scale * estimated.centres @ rot.T + trans
+    aligned = Cameras(estimated.K, c2w, estimated.width, estimated.height, estimated.distortion)
+    rel = np.einsum("nji,njk->nik", truth.c2w[:, :3, :3], aligned.c2w[:, :3, :3])
+    cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)
+    spread = np.linalg.norm(truth.centres - truth.centres.mean(0), axis=1).mean()
+    centre_error = np.linalg.norm(aligned.centres - truth.centres, axis=1) / max(spread, 1e-12)
+    return PoseErrors(np.degrees(np.arccos(cos)), centre_error, scale, aligned)

@@ -1,0 +1,399 @@
+"""Camera poses with pycolmap (CPU SIFT): SfM for real captures, triangulation for known cameras.
+
+`estimate_poses(clip, workdir, config)` is the stage's one entry point.  It always writes a
+report (registered images, reprojection error, track length, seconds per step and, when the clip
+came with cameras, pose errors against them) and never hides a poor result: `PosesResult.problem`
+says in one line what went wrong and what to try, and the CLI turns that into a failure after
+the outputs are kept.
+
+Loop closure: COLMAP's vocabulary-tree loop detection needs a downloaded tree, so orbitforge
+builds a tiny bag of visual words from the clip's own SIFT descriptors (k-means with scipy) and
+matches each frame with its most similar distant frames: where an orbit returns to its start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+from PIL import Image
+
+from orbitforge.cameras import Cameras, from_colmap
+from orbitforge.clip import Clip
+from orbitforge.errors import InputError
+from orbitforge.recon.metrics import pose_errors
+from orbitforge.recon.normalise import Similarity, normalise_world
+
+logger = logging.getLogger(__name__)
+
+CameraModel = Literal["SIMPLE_RADIAL", "PINHOLE", "SIMPLE_PINHOLE", "RADIAL", "OPENCV"]
+
+
+@dataclass(frozen=True)
+class PosesConfig:
+    """SfM settings; defaults suit a hand-held orbit of one object."""
+
+    matching: Literal["auto", "exhaustive", "sequential"] = "auto"
+    """"auto": exhaustive up to `exhaustive_max_images` frames, else sequential + loop pairs."""
+    mapper: Literal["incremental", "global"] = "incremental"
+    """COLMAP's incremental mapper, or the global (GLOMAP) one."""
+    camera_model: CameraModel = "SIMPLE_RADIAL"
+    """One camera shared by every frame; PINHOLE with fixed intrinsics when they are known."""
+    max_features: int = 8192
+    """SIFT features per image."""
+    exhaustive_max_images: int = 60
+    """Above this many frames, "auto" matching turns sequential (pairs grow quadratically)."""
+    sequential_overlap: int = 10
+    """Each frame is matched with this many following frames (quadratically spaced beyond)."""
+    loop_pairs: int = 3
+    """Most similar distant frames matched per frame (bag-of-words loop closure)."""
+    min_registered_fraction: float = 0.6
+    """Below this share of registered frames the stage reports a failure."""
+    max_reprojection_px: float = 2.0
+    """Above this mean reprojection error the stage reports a failure."""
+    verify_known: bool = False
+    """For clips with known cameras: also run SfM and report errors against them."""
+    correct_threshold_deg: float = 2.0
+    """A camera counts as right when its aligned rotation error is at most this."""
+    seed: int = 0
+    """Seed for RANSAC and k-means, so that runs repeat."""
+
+
+@dataclass
+class PosesResult:
+    """What the poses stage found.
+
+    Attributes:
+        clip: the registered frames with their cameras, in the normalised world (None on failure).
+        report: JSON-ready numbers (also written to report.json).
+        problem: one line saying what went wrong and what to try, or None.
+        reconstruction: the pycolmap model (normalised), or None.
+    """
+
+    clip: Clip | None
+    report: dict
+    problem: str | None = None
+    reconstruction: object | None = field(default=None, repr=False)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, step: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = round(self.seconds.get(step, 0.0) + time.perf_counter() - t0, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# features and matching
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_images(clip: Clip, folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"{i:05d}.png" for i in range(len(clip))]
+    for name, frame in zip(names, clip.frames):
+        Image.fromarray(frame).save(folder / name, compress_level=1)
+    return names
+
+
+def _camera_params(model: str, K: np.ndarray | None, focal_px: float | None, width: int, height: int) -> str:
+    """COLMAP's comma-separated params for the reader, or "" to let COLMAP guess."""
+    if K is not None:
+        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+        values = {"PINHOLE": [fx, fy, cx, cy], "SIMPLE_PINHOLE": [(fx + fy) / 2, cx, cy],
+                  "SIMPLE_RADIAL": [(fx + fy) / 2, cx, cy, 0.0], "RADIAL": [(fx + fy) / 2, cx, cy, 0.0, 0.0],
+                  "OPENCV": [fx, fy, cx, cy, 0.0, 0.0, 0.0, 0.0]}[model]
+    elif focal_px is not None:
+        f, cx, cy = focal_px, width / 2, height / 2
+        values = {"PINHOLE": [f, f, cx, cy], "SIMPLE_PINHOLE": [f, cx, cy], "SIMPLE_RADIAL": [f, cx, cy, 0.0],
+                  "RADIAL": [f, cx, cy, 0.0, 0.0], "OPENCV": [f, f, cx, cy, 0.0, 0.0, 0.0, 0.0]}[model]
+    else:
+        return ""
+    return ",".join(f"{v:.6f}" for v in values)
+
+
+def _extract(db: Path, images: Path, names: list[str], config: PosesConfig, params: str) -> None:
+    import pycolmap
+
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = config.camera_model
+    reader.camera_params = params
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.sift.max_num_features = config.max_features
+    extraction.use_gpu = False
+    pycolmap.extract_features(db, images, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
+                              reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)
+
+
+def _bag_of_words(db: Path, words: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Image names and L2-normalised tf-idf histograms of SIFT words learnt from this clip."""
+    import pycolmap
+    from scipy.cluster.vq import kmeans2, vq
+
+    database = pycolmap.Database.open(str(db))
+    try:
+        images = sorted(database.read_all_images(), key=lambda im: im.name)
+        descriptors = [np.asarray(database.read_descriptors(im.image_id).data, np.float32) for im in images]
+    finally:
+        database.close()
+    rng = np.random.default_rng(seed)
+    pool = np.concatenate([d[rng.permutation(len(d))[:400]] for d in descriptors if len(d)])
+    k = min(words, max(2, len(pool) // 20))
+    centroids, _ = kmeans2(pool, k, minit="++", seed=seed)
+    hist = np.zeros((len(images), k), np.float64)
+    for i, d in enumerate(descriptors):
+        if len(d):
+            hist[i] = np.bincount(vq(d, centroids)[0], minlength=k)
+    idf = np.log(len(images) / np.maximum((hist > 0).sum(0), 1))
+    hist = hist * idf
+    hist /= np.maximum(np.linalg.norm(hist, axis=1, keepdims=True), 1e-12)
+    return [im.name for im in images], hist
+
+
+def loop_closure_pairs(names: list[str], hist: np.ndarray, per_frame: int, min_gap: int) -> list[tuple[str, str]]:
+    """Each frame's `per_frame` most similar frames at least `min_gap` frames away in time."""
+    sim = hist @ hist.T
+    idx = np.arange(len(names))
+    sim[np.abs(idx[:, None] - idx[None, :]) < min_gap] = -1.0
+    pairs = set()
+    for i in idx:
+        for j in np.argsort(-sim[i])[:per_frame]:
+            if sim[i, j] > 0:
+                pairs.add((min(i, j), max(i, j)))
+    return [(names[i], names[j]) for i, j in sorted(pairs)]
+
+
+def _match(db: Path, workdir: Path, n_images: int, config: PosesConfig, report: dict) -> None:
+    import pycolmap
+
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.use_gpu = False
+    strategy = config.matching
+    if strategy == "auto":
+        strategy = "exhaustive" if n_images <= config.exhaustive_max_images else "sequential"
+    report["matching"] = strategy
+    if strategy == "exhaustive":
+        pycolmap.match_exhaustive(db, matching_options=matching, device=pycolmap.Device.cpu)
+        return
+    pairing = pycolmap.SequentialPairingOptions()
+    pairing.overlap = config.sequential_overlap
+    pycolmap.match_sequential(db, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu)
+    if config.loop_pairs > 0 and n_images > 2 * config.sequential_overlap:
+        names, hist = _bag_of_words(db, words=256, seed=config.seed)
+        pairs = loop_closure_pairs(names, hist, config.loop_pairs, min_gap=config.sequential_overlap + 1)
+        pairs_file = workdir / "loop_pairs.txt"
+        pairs_file.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+        imported = pycolmap.ImportedPairingOptions()
+        imported.match_list_path = pairs_file
+        pycolmap.match_image_pairs(db, matching_options=matching, pairing_options=imported, device=pycolmap.Device.cpu)
+        report["loop_pairs"] = len(pairs)
+
+
+# ---------------------------------------------------------------------------------------------
+# mapping
+# ---------------------------------------------------------------------------------------------
+
+
+def _map(db: Path, images: Path, out: Path, config: PosesConfig, fixed_intrinsics: bool):
+    """The largest model the mapper finds, or None."""
+    import pycolmap
+
+    out.mkdir(parents=True, exist_ok=True)
+    if config.mapper == "global":
+        options = pycolmap.GlobalPipelineOptions()
+        options.random_seed = config.seed
+        models = pycolmap.global_mapping(db, images, out, options)
+    else:
+        options = pycolmap.IncrementalPipelineOptions()
+        options.random_seed = config.seed
+        if fixed_intrinsics:
+            options.ba_refine_focal_length = False
+            options.ba_refine_extra_params = False
+        models = pycolmap.incremental_mapping(db, images, out, options)
+    if not models:
+        return None
+    return max(models.values(), key=lambda rec: rec.num_reg_images())
+
+
+def _model_report(rec, n_images: int) -> dict:
+    return {
+        "registered": int(rec.num_reg_images()),
+        "images": n_images,
+        "registered_fraction": round(rec.num_reg_images() / max(n_images, 1), 4),
+        "points": int(rec.num_points3D()),
+        "mean_reprojection_px": round(float(rec.compute_mean_reprojection_error()), 4),
+        "mean_track_length": round(float(rec.compute_mean_track_length()), 3),
+    }
+
+
+def _points(rec) -> tuple[np.ndarray, np.ndarray]:
+    """(P, 3) xyz and (P, 3) uint8 colours of a model's points."""
+    pts = list(rec.points3D.values())
+    if not pts:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
+    return np.array([p.xyz for p in pts]), np.array([p.color for p in pts], np.uint8)
+
+
+def _triangulate_known(db: Path, images: Path, out: Path, clip: Clip, names: list[str]):
+    """A model with the clip's own cameras (ids matching the database) and triangulated points."""
+    import pycolmap
+
+    database = pycolmap.Database.open(str(db))
+    try:
+        cameras = database.read_all_cameras()
+        db_images = {im.name: im for im in database.read_all_images()}
+    finally:
+        database.close()
+    rec = pycolmap.Reconstruction()
+    for cam in cameras:
+        rec.add_camera_with_trivial_rig(cam)
+    w2c = clip.cameras.w2c
+    for i, name in enumerate(names):
+        im = db_images[name]
+        rec.add_image_with_trivial_frame(pycolmap.Image(name=name, camera_id=im.camera_id, image_id=im.image_id),
+                                         pycolmap.Rigid3d(w2c[i, :3, :4]))
+    out.mkdir(parents=True, exist_ok=True)
+    return pycolmap.triangulate_points(rec, db, images, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------------------------
+
+
+def estimate_poses(
+    clip: Clip,
+    workdir: Path,
+    config: PosesConfig = PosesConfig(),
+    *,
+    intrinsics: np.ndarray | None = None,
+    focal_px: float | None = None,
+    metric_scale: float | None = None,
+    status: Callable[[str], None] | None = None,
+) -> PosesResult:
+    """Cameras for every frame of `clip` that COLMAP can register.
+
+    Args:
+        clip: frames; with cameras, they are kept and points are triangulated from them.
+        workdir: folder for images/, database.db and sparse/ (the stage folder).
+        intrinsics: (3, 3) known K of the frames: a PINHOLE camera held fixed.
+        focal_px: a focal length prior (e.g. EXIF) when K is unknown.
+        metric_scale: world units per reconstruction unit, instead of "object in radius 1".
+        status: called with a short description before each step (for progress display).
+    """
+    say = status or (lambda text: None)
+    if len(clip) < 3:
+        raise InputError(f"camera poses need at least 3 frames, got {len(clip)}")
+    workdir = Path(workdir)
+    timer = _Timer()
+    known = clip.cameras
+    if known is not None and intrinsics is None:
+        intrinsics = known.K.mean(0)
+    if intrinsics is not None and config.camera_model == "SIMPLE_RADIAL":
+        config = PosesConfig(**{**asdict(config), "camera_model": "PINHOLE"})
+    report: dict = {"config": asdict(config), "frames": len(clip), "known_cameras": known is not None,
+                    "intrinsics": "known" if intrinsics is not None else ("exif" if focal_px else "estimated")}
+    db, images = workdir / "database.db", workdir / "images"
+    with timer("write_images"):
+        names = _write_images(clip, images)
+    say("extracting SIFT features")
+    with timer("features"):
+        _extract(db, images, names, config, _camera_params(config.camera_model, intrinsics, focal_px, clip.width, clip.height))
+    say("matching")
+    with timer("matching"):
+        _match(db, workdir, len(names), config, report)
+
+    if known is not None:
+        result = _known_camera_result(clip, db, images, workdir, names, config, report, timer, say)
+    else:
+        say(f"{config.mapper} mapping")
+        with timer("mapping"):
+            rec = _map(db, images, workdir / "sparse" / "0", config, fixed_intrinsics=intrinsics is not None)
+        result = _sfm_result(clip, rec, names, config, report, metric_scale)
+        if result.reconstruction is not None:
+            result.reconstruction.write(str(workdir / "sparse" / "0"))
+    report["seconds"] = timer.seconds
+    report["problem"] = result.problem
+    return result
+
+
+def _sfm_result(clip: Clip, rec, names: list[str], config: PosesConfig, report: dict, metric_scale) -> PosesResult:
+    if rec is None or rec.num_reg_images() == 0:
+        report.update(registered=0, images=len(names), registered_fraction=0.0)
+        return PosesResult(None, report, "no two frames could be matched into a model: the frames need more "
+                           "texture and overlap (slower motion, more light), or try --matching exhaustive")
+    report.update(_model_report(rec, len(names)))
+    cams, reg_names = from_colmap(rec)
+    xyz, _ = _points(rec)
+    sim = normalise_world(cams, xyz, metric_scale)
+    import pycolmap
+
+    rec.transform(pycolmap.Sim3d(sim.scale, pycolmap.Rotation3d(sim.rotation), sim.translation))
+    cams = sim.apply_cameras(cams)
+    report["normalisation"] = sim.to_json()
+    index = [names.index(n) for n in reg_names]
+    report["registered_frames"] = index
+    posed = Clip(clip.frames[index], cams, None if clip.masks is None else clip.masks[index],
+                 fps=clip.fps, source=clip.source)
+    return PosesResult(posed, report, _judge(report, config), rec)
+
+
+def _known_camera_result(clip, db, images, workdir, names, config, report, timer, say) -> PosesResult:
+    say("triangulating from the known cameras")
+    with timer("triangulation"):
+        rec = _triangulate_known(db, images, workdir / "sparse" / "0", clip, names)
+    report.update(_model_report(rec, len(names)))
+    report["normalisation"] = Similarity(1.0, np.eye(3), np.zeros(3)).to_json()
+    problem = None
+    if report["points"] < 100:
+        problem = (f"only {report['points']} points triangulated from the known cameras: the frames may not "
+                   "agree with their cameras (3D-inconsistent clip) or lack texture")
+    if config.verify_known:
+        say(f"checking consistency with {config.mapper} SfM")
+        with timer("verify_sfm"):
+            sfm = _map(db, images, workdir / "verify" / "0", config, fixed_intrinsics=True)
+        report["verify"] = _verify(sfm, clip.cameras, names, config)
+        problem = problem or report["verify"].get("problem")
+    return PosesResult(clip, report, problem, rec)
+
+
+def _verify(sfm, known: Cameras, names: list[str], config: PosesConfig) -> dict:
+    """SfM on a clip with known cameras: how many cameras it recovers, and how well."""
+    if sfm is None or sfm.num_reg_images() < 3:
+        registered = 0 if sfm is None else sfm.num_reg_images()
+        return {"registered": registered, "problem": f"SfM registered {registered} of {len(names)} frames: "
+                "the clip is not 3D-consistent enough to reconstruct"}
+    est, reg_names = from_colmap(sfm)
+    index = [names.index(n) for n in reg_names]
+    errors = pose_errors(est, known[index])
+    out = {"registered": len(index), **errors.summary(config.correct_threshold_deg),
+           "rotation_deg": [round(float(e), 4) for e in errors.rotation_deg]}
+    right = out[f"cameras_within_{config.correct_threshold_deg:g}_deg"]
+    if right < config.min_registered_fraction * len(names):
+        out["problem"] = (f"only {right} of {len(names)} cameras were recovered within "
+                          f"{config.correct_threshold_deg:g} deg of the truth (SfM found a wrong but self-consistent "
+                          "solution, typical of near-symmetric objects): add views or use the known cameras")
+    return out
+
+
+def _judge(report: dict, config: PosesConfig) -> str | None:
+    """One line when the result is not good enough to build on."""
+    if report["registered_fraction"] < config.min_registered_fraction:
+        return (f"only {report['registered']} of {report['images']} frames registered "
+                f"({100 * report['registered_fraction']:.0f}%): try slower camera motion, more texture, "
+                "--matching exhaustive, or known intrinsics")
+    if report["mean_reprojection_px"] > config.max_reprojection_px:
+        return (f"mean reprojection error {report['mean_reprojection_px']:.2f} px is too high: "
+                "check for moving objects or rolling-shutter blur; known intrinsics help")
+    return None
