@@ -60,6 +60,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarise a run folder")
     p.add_argument("run", type=Path, help="run folder")
     p.set_defaults(func=_cmd_info)
+
+    from orbitforge.gen.world.cli import add_world_commands
+
+    add_world_commands(sub)
     return parser
 
 

@@ -15,6 +15,8 @@ APT_PACKAGES=()
 case ",$EXTRAS," in
   *,bench,*) APT_PACKAGES+=(libegl1 libegl-mesa0 libgl1-mesa-dri) ;;  # Mesa EGL for the GL peer in bench/render.py
 esac
+# node runs the Khronos glTF validator (orbitforge/validate.py), for every install: tests and export use it
+command -v node >/dev/null || APT_PACKAGES+=(nodejs npm)
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -42,4 +44,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 spec="."
 [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
 "${PIP[@]}" install -c constraints.txt -e "$spec"
+
+# 5. The Khronos glTF validator (npm `gltf-validator`), pinned by tools/package-lock.json.
+[ -d tools/node_modules/gltf-validator ] || npm ci --prefix tools --no-audit --no-fund
 "$VENV/bin/python" -c "import orbitforge; print('orbitforge', orbitforge.__version__, 'ready in $VENV')"

@@ -18,6 +18,7 @@ def contact_sheet(
     tile: int | None = None,
     gap: int = 4,
     background: tuple[int, int, int] = (32, 32, 36),
+    label_lines: int = 1,
 ) -> Image.Image:
     """A grid of frames, evenly subsampled to at most `max_frames`, with optional labels.
 
@@ -26,6 +27,8 @@ def contact_sheet(
         labels: one short caption per frame (drawn under each tile), or None.
         columns: grid width; default makes the sheet roughly square.
         tile: resize tiles to this height in pixels (aspect kept); default keeps the size.
+        label_lines: lines of text under each tile; a longer label is word-wrapped over them
+            (and cut after the last), so sentence-long captions stay readable.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or len(frames) == 0:
@@ -38,7 +41,7 @@ def contact_sheet(
     w, h = images[0].size
     cols = columns or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
-    label_h = 14 if labels is not None else 0
+    label_h = (12 * max(1, label_lines) + 2) if labels is not None else 0
     sheet = Image.new("RGB", (cols * (w + gap) + gap, rows * (h + gap + label_h) + gap), background)
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
@@ -47,8 +50,18 @@ def contact_sheet(
         y = gap + (k // cols) * (h + gap + label_h)
         sheet.paste(im, (x, y))
         if labels is not None:
-            draw.text((x + 2, y + h + 1), str(labels[i])[: max(4, w // 6)], fill=(220, 220, 220), font=font)
+            for line_no, line in enumerate(_label_lines(str(labels[i]), max(4, w // 6), label_lines)):
+                draw.text((x + 2, y + h + 1 + 12 * line_no), line, fill=(220, 220, 220), font=font)
     return sheet
+
+
+def _label_lines(text: str, width: int, lines: int) -> list[str]:
+    """`text` cut to one line of `width` characters, or word-wrapped over up to `lines` lines."""
+    if lines <= 1:
+        return [text[:width]]
+    import textwrap
+
+    return textwrap.wrap(text, width, max_lines=lines, placeholder="...") or [""]
 
 
 def save_image(image: Image.Image, path) -> None:
