@@ -46,6 +46,9 @@ class PosesConfig:
     """One camera shared by every frame; PINHOLE with fixed intrinsics when they are known."""
     max_features: int = 8192
     """SIFT features per image."""
+    peak_threshold: float = 0.0067
+    """SIFT contrast threshold (COLMAP's default 0.0067); lower finds features on plain,
+    low-contrast surfaces, e.g. small renders of smooth objects."""
     exhaustive_max_images: int = 60
     """Above this many frames, "auto" matching turns sequential (pairs grow quadratically)."""
     sequential_overlap: int = 10
@@ -62,6 +65,9 @@ class PosesConfig:
     """A camera counts as right when its aligned rotation error is at most this."""
     seed: int = 0
     """Seed for RANSAC and k-means, so that runs repeat."""
+    min_feature_side: int = 768
+    """Frames whose longer side is below this are enlarged (bicubic, by a whole factor) before
+    SIFT: small renders of smooth objects otherwise give ~100 features per frame."""
 
 
 @dataclass
@@ -99,11 +105,15 @@ class _Timer:
 # ---------------------------------------------------------------------------------------------
 
 
-def _write_images(clip: Clip, folder: Path) -> list[str]:
+def _write_images(clip: Clip, folder: Path, upscale: int) -> list[str]:
+    """Frames as PNGs for COLMAP, enlarged `upscale` times (bicubic) when small."""
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"{i:05d}.png" for i in range(len(clip))]
     for name, frame in zip(names, clip.frames):
-        Image.fromarray(frame).save(folder / name, compress_level=1)
+        image = Image.fromarray(frame)
+        if upscale > 1:
+            image = image.resize((clip.width * upscale, clip.height * upscale), Image.Resampling.BICUBIC)
+        image.save(folder / name, compress_level=1)
     return names
 
 
@@ -123,14 +133,17 @@ def _camera_params(model: str, K: np.ndarray | None, focal_px: float | None, wid
     return ",".join(f"{v:.6f}" for v in values)
 
 
-def _extract(db: Path, images: Path, names: list[str], config: PosesConfig, params: str) -> None:
+def _extract(db: Path, images: Path, names: list[str], config: PosesConfig, params: str, masks: Path | None = None) -> None:
     import pycolmap
 
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = config.camera_model
     reader.camera_params = params
+    if masks is not None:
+        reader.mask_path = masks
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.sift.max_num_features = config.max_features
+    extraction.sift.peak_threshold = config.peak_threshold
     extraction.use_gpu = False
     pycolmap.extract_features(db, images, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
                               reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)
@@ -305,11 +318,18 @@ def estimate_poses(
     report: dict = {"config": asdict(config), "frames": len(clip), "known_cameras": known is not None,
                     "intrinsics": "known" if intrinsics is not None else ("exif" if focal_px else "estimated")}
     db, images = workdir / "database.db", workdir / "images"
+    upscale = max(1, -(-config.min_feature_side // max(clip.width, clip.height)))
+    report["feature_upscale"] = upscale
+    if intrinsics is not None:
+        intrinsics = np.diag([upscale, upscale, 1.0]) @ intrinsics
+    if focal_px is not None:
+        focal_px *= upscale
     with timer("write_images"):
-        names = _write_images(clip, images)
+        names = _write_images(clip, images, upscale)
     say("extracting SIFT features")
     with timer("features"):
-        _extract(db, images, names, config, _camera_params(config.camera_model, intrinsics, focal_px, clip.width, clip.height))
+        _extract(db, images, names, config,
+                 _camera_params(config.camera_model, intrinsics, focal_px, clip.width * upscale, clip.height * upscale))
     say("matching")
     with timer("matching"):
         _match(db, workdir, len(names), config, report)
@@ -335,6 +355,7 @@ def _sfm_result(clip: Clip, rec, names: list[str], config: PosesConfig, report: 
                            "texture and overlap (slower motion, more light), or try --matching exhaustive")
     report.update(_model_report(rec, len(names)))
     cams, reg_names = from_colmap(rec)
+    cams = cams.resized(clip.width, clip.height)  # the model may hold enlarged frames
     xyz, _ = _points(rec)
     sim = normalise_world(cams, xyz, metric_scale)
     import pycolmap
