@@ -57,6 +57,21 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supersample", type=_positive_int, default=2, help="antialiasing factor (default 2)")
     p.set_defaults(func=_cmd_render_orbit)
 
+    p = sub.add_parser("poses", help="camera poses of a video, a photo folder or a run's clip (pycolmap)")
+    p.add_argument("input", type=Path, help="video file, folder of photos, or a run folder that has a clip")
+    p.add_argument("-o", "--output", type=Path, default=None, help="run folder (default: INPUT when it is a run folder)")
+    p.add_argument("--frames", type=_positive_int, default=80, help="frames kept from a video (default 80)")
+    p.add_argument("--max-side", type=_positive_int, default=1024, help="longer image side after resizing (default 1024)")
+    p.add_argument("--matching", choices=("auto", "exhaustive", "sequential"), default="auto",
+                   help="auto: exhaustive up to 60 frames, else sequential + loop closure (default)")
+    p.add_argument("--mapper", choices=("incremental", "global"), default="incremental", help="COLMAP mapper (default incremental)")
+    p.add_argument("--camera-model", choices=("SIMPLE_RADIAL", "PINHOLE", "SIMPLE_PINHOLE", "RADIAL", "OPENCV"),
+                   default="SIMPLE_RADIAL", help="shared camera model (default SIMPLE_RADIAL)")
+    p.add_argument("--focal", type=float, default=None, help="known focal length in pixels of the resized frames")
+    p.add_argument("--scale", type=float, default=None, help="metres per reconstruction unit, if known")
+    p.add_argument("--verify", action="store_true", help="for clips with known cameras: also run SfM and report errors")
+    p.set_defaults(func=_cmd_poses)
+
     p = sub.add_parser("info", help="summarise a run folder")
     p.add_argument("run", type=Path, help="run folder")
     p.set_defaults(func=_cmd_info)
@@ -124,6 +139,48 @@ def _azimuths(clip) -> list[float]:
     centres = clip.cameras.centres
     offsets = centres - centres.mean(axis=0)
     return list(np.degrees(np.arctan2(offsets[:, 0], offsets[:, 2])) % 360)
+
+
+def _cmd_poses(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from orbitforge.recon.ingest import IngestConfig
+    from orbitforge.recon.poses import PosesConfig
+    from orbitforge.recon.stages import is_run_folder, run_ingest, run_poses
+    from orbitforge.rundir import RunDir
+
+    _quiet_colmap(args.verbose)
+    ingest_config = IngestConfig(target_frames=args.frames, max_side=args.max_side)
+    poses_config = PosesConfig(matching=args.matching, mapper=args.mapper, camera_model=args.camera_model,
+                               verify_known=args.verify)
+    if not args.input.exists():
+        raise InputError(f"input not found: {args.input}")
+    from_run = is_run_folder(args.input)
+    output = args.output or (args.input if from_run else None)
+    if output is None:
+        raise InputError("give a run folder with -o (INPUT is a video or a photo folder, not a run folder)")
+    if from_run and args.output is not None and args.output.resolve() != args.input.resolve():
+        raise InputError("INPUT is a run folder: omit -o, or pass the same folder")
+    run = RunDir.open(output)
+    if not from_run:
+        run.record(command="poses", inputs={"source": str(args.input)})
+        with tqdm(desc="ingest", unit="frame", disable=None) as bar:
+            clip = run_ingest(run, args.input.resolve(), ingest_config, progress=bar.update)
+        print(f"clip: {'already complete, skipped' if clip.skipped else 'done'} -> {clip.path} ({clip.metrics.get('frames')} frames)")
+    result = run_poses(run, poses_config, metric_scale=args.scale, focal_px=args.focal,
+                       status=lambda text: print(f"poses: {text}", flush=True))
+    m = result.metrics
+    state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
+    print(f"poses: {state}: {m.get('registered')}/{m.get('images')} frames registered, {m.get('points')} points, "
+          f"reprojection {m.get('mean_reprojection_px')} px -> {result.path}")
+    return 0
+
+
+def _quiet_colmap(verbose: int) -> None:
+    """COLMAP logs every step at INFO through glog; show that only with -vv."""
+    import pycolmap
+
+    pycolmap.logging.minloglevel = 0 if verbose >= 2 else 2
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

@@ -152,6 +152,7 @@ def _ingest_video(path: Path, config: IngestConfig, progress) -> Ingested:
     scores = np.array([c[0] for c in chosen])
     frames = [c[2] for c in chosen]
     indices = np.array([c[1] for c in chosen])
+    _check_texture(scores, str(path))
     keep = _drop_duplicates(frames, config.duplicate_threshold)
     with av.open(str(path)) as container:
         rate = container.streams.video[0].average_rate
@@ -230,15 +231,19 @@ def _ingest_images(folder: Path, config: IngestConfig) -> Ingested:
     return _finish(frames, np.array(scores), np.arange(len(files)), focal_px, str(folder), tuple(p.name for p in files))
 
 
-def _finish(frames, scores, indices, focal_px, source, names, fps: float = 10.0) -> Ingested:
-    """Checks shared by both inputs, then the Ingested record."""
-    if len(frames) < MIN_FRAMES:
-        raise InputError(f"only {len(frames)} distinct frame(s) in {source}; move the camera around the object")
+def _check_texture(scores: np.ndarray, source: str) -> None:
     if float(np.max(scores)) < TEXTURELESS_SHARPNESS:
         raise InputError(
             f"the frames of {source} are blank or textureless (max sharpness {np.max(scores):.2f}); "
             "film in more light, with a textured background or object, and in focus"
         )
+
+
+def _finish(frames, scores, indices, focal_px, source, names, fps: float = 10.0) -> Ingested:
+    """Checks shared by both inputs, then the Ingested record."""
+    _check_texture(scores, source)
+    if len(frames) < MIN_FRAMES:
+        raise InputError(f"only {len(frames)} distinct frame(s) in {source}; move the camera around the object")
     sharp_floor = 0.05 * float(np.median(scores))
     blurry = int((scores < sharp_floor).sum())
     if blurry:

@@ -57,16 +57,22 @@ def look_at_centre(cameras: Cameras) -> np.ndarray:
 
 
 def up_direction(cameras: Cameras) -> np.ndarray:
-    """+Y of the new world: the normal of the orbit plane through the camera centres, signed
-    to agree with the cameras' mean up (-y in OpenCV axes); the mean up when there is no plane."""
-    mean_up = -cameras.c2w[:, :3, 1].mean(0)
+    """+Y of the new world.
+
+    A walk-around orbit lies in a plane whose normal is the cameras' up: then that normal,
+    signed like the cameras' mean up (-y in OpenCV axes), is the most precise estimate.  When
+    the cameras' ups do not follow the normal (a vertical ring over the object, a free-hand
+    sweep), the mean camera up is used instead.
+    """
+    ups = -cameras.c2w[:, :3, 1]
+    mean_up = ups.mean(0)
     mean_up /= max(np.linalg.norm(mean_up), 1e-12)
     centres = cameras.centres - cameras.centres.mean(0)
     if len(centres) >= 3:
         _, s, vt = np.linalg.svd(centres)
         normal = vt[2]
         planar = s[1] > 1e-9 and s[2] < 0.5 * s[1]
-        if planar and abs(normal @ mean_up) > 0.3:
+        if planar and np.median(np.abs(ups @ normal)) > 0.7:
             return normal * np.sign(normal @ mean_up)
     return mean_up
 

@@ -65,7 +65,7 @@ class PosesConfig:
     """A camera counts as right when its aligned rotation error is at most this."""
     seed: int = 0
     """Seed for RANSAC and k-means, so that runs repeat."""
-    min_feature_side: int = 768
+    min_feature_side: int = 512
     """Frames whose longer side is below this are enlarged (bicubic, by a whole factor) before
     SIFT: small renders of smooth objects otherwise give ~100 features per frame."""
 
@@ -239,13 +239,14 @@ def _map(db: Path, images: Path, out: Path, config: PosesConfig, fixed_intrinsic
     return max(models.values(), key=lambda rec: rec.num_reg_images())
 
 
-def _model_report(rec, n_images: int) -> dict:
+def _model_report(rec, n_images: int, upscale: int) -> dict:
+    """Model statistics; reprojection in pixels of the clip's frames, not of the enlarged copies."""
     return {
         "registered": int(rec.num_reg_images()),
         "images": n_images,
         "registered_fraction": round(rec.num_reg_images() / max(n_images, 1), 4),
         "points": int(rec.num_points3D()),
-        "mean_reprojection_px": round(float(rec.compute_mean_reprojection_error()), 4),
+        "mean_reprojection_px": round(float(rec.compute_mean_reprojection_error()) / upscale, 4),
         "mean_track_length": round(float(rec.compute_mean_track_length()), 3),
     }
 
@@ -335,6 +336,7 @@ def estimate_poses(
         _match(db, workdir, len(names), config, report)
 
     if known is not None:
+        report["registered_frames"] = list(range(len(clip)))
         result = _known_camera_result(clip, db, images, workdir, names, config, report, timer, say)
     else:
         say(f"{config.mapper} mapping")
@@ -353,7 +355,7 @@ def _sfm_result(clip: Clip, rec, names: list[str], config: PosesConfig, report: 
         report.update(registered=0, images=len(names), registered_fraction=0.0)
         return PosesResult(None, report, "no two frames could be matched into a model: the frames need more "
                            "texture and overlap (slower motion, more light), or try --matching exhaustive")
-    report.update(_model_report(rec, len(names)))
+    report.update(_model_report(rec, len(names), report["feature_upscale"]))
     cams, reg_names = from_colmap(rec)
     cams = cams.resized(clip.width, clip.height)  # the model may hold enlarged frames
     xyz, _ = _points(rec)
@@ -374,7 +376,7 @@ def _known_camera_result(clip, db, images, workdir, names, config, report, timer
     say("triangulating from the known cameras")
     with timer("triangulation"):
         rec = _triangulate_known(db, images, workdir / "sparse" / "0", clip, names)
-    report.update(_model_report(rec, len(names)))
+    report.update(_model_report(rec, len(names), report["feature_upscale"]))
     report["normalisation"] = Similarity(1.0, np.eye(3), np.zeros(3)).to_json()
     problem = None
     if report["points"] < 100:
@@ -418,3 +420,35 @@ def _judge(report: dict, config: PosesConfig) -> str | None:
         return (f"mean reprojection error {report['mean_reprojection_px']:.2f} px is too high: "
                 "check for moving objects or rolling-shutter blur; known intrinsics help")
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def write_outputs(result: PosesResult, folder: Path, frames_relative: str = "../clip/frames") -> None:
+    """report.json always; with cameras also transforms.json (nerfstudio, frames referenced in
+    the clip stage), clip.json (so `Clip.load(folder)` gives the posed clip) and camera_path.png.
+
+    The COLMAP model (sparse/0), database.db and the images COLMAP saw are already in `folder`.
+    """
+    import json
+
+    from orbitforge.cameras import to_transforms_json
+    from orbitforge.viewers.preview import camera_path_image
+
+    folder = Path(folder)
+    (folder / "report.json").write_text(json.dumps(result.report, indent=2, default=float))
+    if result.clip is None:
+        return
+    index = result.report.get("registered_frames", list(range(len(result.clip))))
+    paths = [f"{frames_relative}/{i:05d}.png" for i in index]
+    transforms = to_transforms_json(result.clip.cameras, paths)
+    transforms["orbitforge_normalisation"] = result.report.get("normalisation")
+    (folder / "transforms.json").write_text(json.dumps(transforms, indent=2))
+    meta = {"fps": result.clip.fps, "source": result.clip.source, "num_frames": len(result.clip),
+            "width": result.clip.width, "height": result.clip.height}
+    (folder / "clip.json").write_text(json.dumps(meta, indent=2))
+    xyz, rgb = _points(result.reconstruction) if result.reconstruction is not None else (None, None)
+    camera_path_image(result.clip.cameras, xyz, rgb).save(folder / "camera_path.png")

