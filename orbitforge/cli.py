@@ -72,6 +72,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="for clips with known cameras: also run SfM and report errors")
     p.set_defaults(func=_cmd_poses)
 
+    p = sub.add_parser("splat", help="train Gaussian splats on a run's posed clip (gsplat on CUDA, CPU otherwise)")
+    p.add_argument("run", type=Path, help="run folder after `poses`, or after `render-orbit` (known cameras)")
+    p.add_argument("--backend", choices=("auto", "gsplat", "cpu"), default="auto", help="auto: gsplat with CUDA, else cpu")
+    p.add_argument("--steps", type=_positive_int, default=3000, help="training steps (default 3000)")
+    p.add_argument("--max-gaussians", type=_positive_int, default=300_000, help="cap on the number of Gaussians")
+    p.add_argument("--sh-degree", type=int, choices=(0, 1, 2, 3), default=3, help="highest SH band (default 3)")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate held-out frames every N steps (curve)")
+    p.set_defaults(func=_cmd_splat)
+
     p = sub.add_parser("info", help="summarise a run folder")
     p.add_argument("run", type=Path, help="run folder")
     p.set_defaults(func=_cmd_info)
@@ -173,6 +182,30 @@ def _cmd_poses(args: argparse.Namespace) -> int:
     state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
     print(f"poses: {state}: {m.get('registered')}/{m.get('images')} frames registered, {m.get('points')} points, "
           f"reprojection {m.get('mean_reprojection_px')} px -> {result.path}")
+    return 0
+
+
+def _cmd_splat(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from orbitforge.recon.splat.trainer import SplatConfig
+    from orbitforge.recon.stages import run_splat
+    from orbitforge.rundir import RunDir
+
+    config = SplatConfig(steps=args.steps, backend=args.backend, max_gaussians=args.max_gaussians,
+                         sh_degree=args.sh_degree, eval_every=args.eval_every)
+    run = RunDir.open(args.run, create=False)
+    with tqdm(total=config.steps, desc="splat", unit="step", disable=None) as bar:
+        def progress(step: int, stats: dict) -> None:
+            bar.n = step
+            bar.set_postfix(psnr=f"{stats['psnr']:.2f}", gaussians=stats["gaussians"], refresh=False)
+            bar.update(0)
+
+        result = run_splat(run, config, progress=progress)
+    m = result.metrics
+    state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
+    print(f"splats: {state}: held-out PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, {m['gaussians']} Gaussians "
+          f"({m['backend']}) -> {result.path / 'splats.ply'}")
     return 0
 
 

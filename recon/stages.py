@@ -11,10 +11,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from orbitforge.clip import Clip
 from orbitforge.errors import InputError, StageError
 from orbitforge.recon.ingest import IngestConfig, ingest
 from orbitforge.recon.poses import PosesConfig, estimate_poses, write_outputs
+from orbitforge.recon.splat.trainer import SplatConfig
 from orbitforge.rundir import MANIFEST, RunDir, StageResult
 
 logger = logging.getLogger(__name__)
@@ -73,4 +76,76 @@ def run_poses(run: RunDir, config: PosesConfig = PosesConfig(), *, metric_scale:
     problem = result.metrics.get("problem")
     if problem:
         raise StageError(f"poses: {problem} (report kept in {result.path / 'report.json'})")
+    return result
+
+
+def posed_clip(run: RunDir) -> tuple[Clip, np.ndarray | None, np.ndarray | None, list[str]]:
+    """The clip to splat (poses stage output, else a clip with known cameras), seed points and
+    colours from the poses stage's model when there is one, and the stages it depends on."""
+    poses_dir = run.stage_path("poses")
+    if (poses_dir / "clip.json").is_file():
+        clip = Clip.load(poses_dir)
+        # masks live with the clip stage; keep them for the registered frames
+        full = Clip.load(run.stage_path("clip"))
+        report = json.loads((poses_dir / "report.json").read_text())
+        if full.masks is not None:
+            clip = Clip(clip.frames, clip.cameras, full.masks[report["registered_frames"]], fps=clip.fps, source=clip.source)
+        points, colours = _model_points(poses_dir / "sparse" / "0")
+        return clip, points, colours, ["poses"]
+    clip_dir = run.stage_path("clip")
+    if not (clip_dir / "clip.json").is_file():
+        raise InputError(f"{run.root} has no clip: run `orbitforge poses` or `orbitforge render-orbit` first")
+    clip = Clip.load(clip_dir)
+    if clip.cameras is None:
+        raise InputError(f"the clip in {run.root} has no cameras: run `orbitforge poses {run.root}` first")
+    return clip, None, None, ["clip"]
+
+
+def _model_points(model: Path):
+    import pycolmap
+
+    if not (model / "points3D.bin").is_file():
+        return None, None
+    rec = pycolmap.Reconstruction(str(model))
+    pts = list(rec.points3D.values())
+    if not pts:
+        return None, None
+    return np.array([p.xyz for p in pts]), np.array([p.color for p in pts], np.uint8)
+
+
+def run_splat(run: RunDir, config: SplatConfig, progress: Callable[[int, dict], None] | None = None) -> StageResult:
+    """Stage "splats": Gaussians trained on the posed clip; splats.ply, eval.json, held-out
+    renders beside the truth, the training curve, and a resumable checkpoint in RUN/.checkpoints."""
+    import hashlib
+
+    from PIL import Image
+
+    from orbitforge.gaussians import save_ply
+    from orbitforge.viewers.preview import contact_sheet
+    from orbitforge.recon.splat.trainer import train_splats
+    from orbitforge.viewers.preview import save_image, training_curve
+
+    clip, points, colours, depends = posed_clip(run)
+    settings = asdict(config)
+    key = hashlib.sha256(json.dumps([settings, depends, run.manifest["stages"][depends[0]]["fingerprint"]],
+                                    sort_keys=True, default=str).encode()).hexdigest()
+    checkpoint = run.root / ".checkpoints" / "splats.safetensors"
+
+    def stage(tmp: Path) -> dict:
+        result = train_splats(clip, config, points=points, colours=colours, progress=progress,
+                              checkpoint=checkpoint, checkpoint_key=key)
+        save_ply(result.scene, tmp / "splats.ply")
+        (tmp / "eval.json").write_text(json.dumps(result.metrics, indent=2))
+        (tmp / "renders").mkdir()
+        for i, image in zip(result.metrics["held_out_frames"], result.renders):
+            Image.fromarray(image).save(tmp / "renders" / f"heldout_{i:05d}.png")
+        if result.curve:
+            (tmp / "curve.json").write_text(json.dumps(result.curve, indent=2))
+            save_image(training_curve({"held-out": result.curve}), run.root / "preview" / "splat_curve.png")
+        if result.renders:
+            save_image(contact_sheet(np.stack(result.renders), columns=2), run.root / "preview" / "splat_heldout.png")
+        return {k: result.metrics[k] for k in ("psnr", "ssim", "gaussians", "seconds", "backend", "steps")}
+
+    result = run.run_stage("splats", stage, config=settings, depends_on=depends, seed=config.seed)
+    checkpoint.unlink(missing_ok=True)  # the stage is complete: nothing left to resume
     return result

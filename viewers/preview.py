@@ -136,3 +136,30 @@ def camera_path_image(cameras, points=None, colours=None, *, size: int = 420) ->
             draw.ellipse([cx[i] - 2.5, cy[i] - 2.5, cx[i] + 2.5, cy[i] + 2.5], fill=colour)
         draw.ellipse([cx[0] - 5, cy[0] - 5, cx[0] + 5, cy[0] + 5], outline=(0, 0, 0))
     return sheet
+
+
+def training_curve(curves: dict, *, x: str = "seconds", y: str = "psnr", title: str = "") -> Image.Image:
+    """A line chart (matplotlib, headless) of named curves, each a list of dicts with x and y keys."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for name, points in curves.items():
+        ax.plot([p[x] for p in points], [p[y] for p in points], marker="o", markersize=3, label=name)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if curves:
+        ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")

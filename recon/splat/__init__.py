@@ -1,0 +1,1 @@
+"""Gaussian splatting: projection, rasterisers (gsplat on CUDA, CPU twins), trainer."""
