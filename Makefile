@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev demo test bench clean
+.PHONY: setup setup-dev demo test test-full bench clean
 
 setup:
 	VENV=$(VENV) bash scripts/setup.sh
@@ -16,6 +16,9 @@ demo: setup
 
 test: setup-dev
 	bash scripts/test.sh $(BIN)/python
+
+test-full: setup-dev
+	bash scripts/test.sh $(BIN)/python -m "full or not full"
 
 bench:
 	VENV=$(VENV) bash scripts/setup.sh dev,bench
