@@ -65,24 +65,16 @@ def _label_lines(text: str, width: int, lines: int) -> list[str]:
 
 
 def save_image(image: Image.Image, path) -> None:
-    """Save a PNG atomically (temp name in the same folder, then rename)."""
-    import os
-    from pathlib import Path
+    """Save an image atomically (format from the suffix)."""
+    from orbitforge.atomic import atomic_path
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.png")
-    try:
+    with atomic_path(path) as tmp:
         image.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_turntable_gif(frames: np.ndarray, path, *, fps: float = 24.0, max_side: int = 256) -> None:
     """An endlessly looping GIF of an orbit's frames, resized to at most `max_side`, atomically."""
-    import os
-    from pathlib import Path
+    from orbitforge.atomic import atomic_path
 
     frames = np.asarray(frames)
     images = [Image.fromarray(f) for f in frames]
@@ -90,14 +82,8 @@ def save_turntable_gif(frames: np.ndarray, path, *, fps: float = 24.0, max_side:
     if scale < 1.0:
         size = (max(1, round(images[0].width * scale)), max(1, round(images[0].height * scale)))
         images = [im.resize(size, Image.Resampling.LANCZOS) for im in images]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.gif")
-    try:
+    with atomic_path(path) as tmp:
         images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0, optimize=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def camera_path_image(cameras, points=None, colours=None, *, size: int = 420) -> Image.Image:

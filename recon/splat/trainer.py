@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from orbitforge.atomic import atomic_path
 from orbitforge.clip import Clip
 from orbitforge.errors import InputError
 from orbitforge.gaussians import GaussianScene
@@ -308,11 +308,8 @@ def save_checkpoint(path: Path, params, optimizers: dict, step: int, key: str) -
         for moment in ("exp_avg", "exp_avg_sq"):
             if moment in state:
                 tensors[f"adam.{name}.{moment}"] = state[moment].detach().cpu().contiguous()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"step": str(step), "key": key, "format": "orbitforge-splat-1"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"step": str(step), "key": key, "format": "orbitforge-splat-1"})
 
 
 def load_checkpoint(path: Path, key: str, device: str):
