@@ -268,8 +268,8 @@ def evaluate(params, clip: Clip, ids: list[int], config: SplatConfig, backend: s
     psnrs, ssims, renders = [], [], []
     background = torch.tensor(config.background, device=device)
     for i in ids:
-        w2c = torch.as_tensor(clip.cameras.w2c[i : i + 1], dtype=torch.float32, device=device)
-        K = torch.as_tensor(clip.cameras.K[i : i + 1], dtype=torch.float32, device=device)
+        w2c = torch.tensor(clip.cameras.w2c[i : i + 1], dtype=torch.float32, device=device)
+        K = torch.tensor(clip.cameras.K[i : i + 1], dtype=torch.float32, device=device)
         out = render_splats(params, w2c, K, clip.width, clip.height, sh_degree=config.sh_degree,
                             background=background[None], backend=backend)
         truth = torch.as_tensor(clip.frames[i], device=device).float() / 255
