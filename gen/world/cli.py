@@ -1,10 +1,14 @@
 """`orbitforge world ...`: the synthetic world on the command line.
 
     orbitforge world sample --n 16 -o DIR [--seed 0] [--category NAME]
+    orbitforge world dataset --assets N --views T --size S -o DIR [--seed 0] [--workers W] [--shard-size 64]
+    orbitforge world probe DATASET -o PROBE.safetensors [--epochs E] [--views V] [--seed 0]
 
-writes DIR/asset_000.glb ..., DIR/assets.json (seed, attributes and captions per asset) and
-DIR/contact_sheet.png (one three-quarter view per asset with its first caption).  Everything is
-sampled and rendered before the first file is written, so bad input leaves nothing behind.
+`sample` writes DIR/asset_000.glb ..., DIR/assets.json (seed, attributes and captions per asset)
+and DIR/contact_sheet.png (one three-quarter view per asset with its first caption).  Everything
+is sampled and rendered before the first file is written, so bad input leaves nothing behind.
+`dataset` renders an orbit dataset in shards (`dataset.py`), resumable; `probe` trains the
+attribute probe on a dataset's train split and reports held-out accuracy (`probe.py`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,37 @@ def add_world_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--category", default=None,
                    help=f"only this category (default: any of them): {', '.join(CATEGORY_NAMES)}; quote names with spaces")
     p.set_defaults(func=_cmd_sample)
+    _add_dataset_command(world_sub)
+    _add_probe_command(world_sub)
+
+
+def _add_dataset_command(world_sub: argparse._SubParsersAction) -> None:
+    from orbitforge.gen.world.dataset import DatasetConfig
+
+    d = DatasetConfig()
+    p = world_sub.add_parser("dataset", help="render N assets x T views into shards with held-out splits (resumable)")
+    p.add_argument("--assets", type=int, default=d.assets, help=f"number of assets over all splits (default {d.assets})")
+    p.add_argument("--views", type=int, default=d.views, help=f"views per asset, one orbit (default {d.views})")
+    p.add_argument("--size", type=int, default=d.size, help=f"image side in pixels, 16 to 512 (default {d.size})")
+    p.add_argument("-o", "--output", required=True, type=Path, help="dataset folder to create or resume")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"dataset seed; asset i uses seed + i (default {d.seed})")
+    p.add_argument("--workers", type=int, default=None, help="processes rendering shards (default: one per core)")
+    p.add_argument("--shard-size", type=int, default=d.shard_size, help=f"assets per shard (default {d.shard_size})")
+    p.set_defaults(func=_cmd_dataset)
+
+
+def _add_probe_command(world_sub: argparse._SubParsersAction) -> None:
+    from orbitforge.gen.world.probe import ProbeConfig
+
+    d = ProbeConfig()
+    p = world_sub.add_parser("probe", help="train the category/colour probe on a dataset and report held-out accuracy")
+    p.add_argument("dataset", type=Path, help="folder written by `orbitforge world dataset`")
+    p.add_argument("-o", "--output", required=True, type=Path, help="probe weights to write (.safetensors)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the train split (default {d.epochs})")
+    p.add_argument("--views", type=int, default=d.views_per_asset,
+                   help=f"views per train asset to use, at most the dataset's (default {d.views_per_asset})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"training seed (default {d.seed})")
+    p.set_defaults(func=_cmd_probe)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -68,6 +103,66 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     save_image(contact_sheet(views, labels=labels, columns=columns, max_frames=len(views), label_lines=3),
                args.output / "contact_sheet.png")
     print(f"world: {len(assets)} assets -> {args.output} (asset_*.glb, assets.json, contact_sheet.png)")
+    return 0
+
+
+class _StageBars:
+    """tqdm bars for a library `progress(stage, done, total)` callback, one bar per stage."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.bars = prefix, {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:  # starts at `done`, so a resumed run's ETA counts only new work
+            bar = self.bars[stage] = tqdm(total=total, initial=done, desc=f"{self.prefix}: {stage}", unit="asset",
+                                          disable=None, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from orbitforge.gen.world.dataset import DatasetConfig, build_dataset
+
+    config = DatasetConfig(assets=args.assets, views=args.views, size=args.size, seed=args.seed,
+                           shard_size=args.shard_size)
+    bars = _StageBars("world dataset")
+    try:
+        summary = build_dataset(args.output, config, workers=args.workers, progress=bars)
+    finally:
+        bars.close()
+    counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
+    state = f"rendered {summary.shards_rendered} shard(s)" + (
+        f", {summary.shards_skipped} already complete" if summary.shards_skipped else "")
+    print(f"world dataset: {state} in {summary.seconds:.1f} s -> {args.output} ({counts})")
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from orbitforge.gen.world.probe import ProbeConfig, train_probe
+
+    config = ProbeConfig(epochs=args.epochs, views_per_asset=args.views, seed=args.seed)
+    if args.output.suffix != ".safetensors" or args.output.is_dir():
+        from orbitforge.errors import InputError
+
+        raise InputError(f"probe output must be a .safetensors file, got {args.output}")
+    bars = _StageBars("world probe")
+    try:
+        probe, metrics = train_probe(args.dataset, config, progress=bars)
+    finally:
+        bars.close()
+    probe.save(args.output)
+    print(f"world probe: trained in {metrics['train_seconds']:.0f} s on {metrics['train_frames']} frames -> {args.output}")
+    for split in ("val", "test"):
+        if split in metrics["heldout"]:
+            m = metrics["heldout"][split]
+            print(f"  {split:4s} ({m['frames']} frames): category {m['category_accuracy']:.1%}, "
+                  f"main colour {m['colour_accuracy']:.1%}")
     return 0
 
 

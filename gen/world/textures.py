@@ -4,6 +4,11 @@ Every texture is one seamless tile: shapes.py lays UVs out in tile units (one un
 `shapes.UV_TILE_M` metres) and rounds each closed loop to whole tiles, so a pattern repeats with
 glTF's default REPEAT sampler and never shows a seam.  Edges are antialiased over about one
 texel, so patterns do not shimmer when the renderer samples them bilinearly at small sizes.
+
+The ground colour (the asset's main colour) always covers clearly more of a tile than the pattern
+colour (at most about a third is pattern, see `MAX_PATTERN_SHARE`): "a red mug with white checks" must
+look mostly red, or a probe that reads the main colour back from renders, and a viewer, could not
+tell the main colour from the pattern colour.
 """
 
 from __future__ import annotations
@@ -14,6 +19,14 @@ import numpy as np
 
 TEXTURE_SIZE = 128
 """Texels per tile side: enough for crisp edges at contact-sheet sizes, small in a GLB."""
+MAX_PATTERN_SHARE = 0.34
+"""Upper bound on the pattern colour's share of any tile; the ground colour keeps the majority."""
+CHECK_INSET = 0.6
+"""Side of a pattern-coloured check relative to its cell: the checks sit on ground-coloured grout,
+so a checkerboard is 0.5 * 0.6^2 = 18% pattern colour instead of an ambiguous 50%."""
+NOISE_THRESHOLD = 0.8
+"""Blotches are where the smoothed noise exceeds this many standard deviations (about a fifth of
+the surface), so mottling reads as spots on a ground colour, not as two equal colours."""
 
 
 def pattern_texture(
@@ -50,7 +63,7 @@ def _edge(signed_distance_texels: np.ndarray) -> np.ndarray:
 def _stripes(size: int, rng: np.random.Generator) -> np.ndarray:
     """Horizontal bands (constant v), so they circle lathe shapes and run level on boxes."""
     per_tile = int(rng.choice([1, 2]))
-    duty = float(rng.uniform(0.35, 0.5))
+    duty = float(rng.uniform(0.2, 0.33))  # share of the period in the pattern colour
     _, v = _grid(size)
     phase = (v * per_tile) % 1.0  # 0..1 within one stripe period
     distance = np.abs(phase - 0.5) - duty / 2  # in periods; < 0 inside the band
@@ -58,20 +71,21 @@ def _stripes(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _checker(size: int, rng: np.random.Generator) -> np.ndarray:
+    """Alternate cells hold a check of the pattern colour, inset by grout (see CHECK_INSET)."""
     per_tile = int(rng.choice([1, 1, 2]))  # checker periods per tile (2 or 4 cells per side); fine ones alias
     u, v = _grid(size)
     cu, cv = (u * per_tile) % 1.0, (v * per_tile) % 1.0
-    # distance to the nearest cell edge, signed by which colour the cell is
-    du = np.minimum(np.abs(cu - 0.5), np.minimum(cu, 1 - cu))
-    dv = np.minimum(np.abs(cv - 0.5), np.minimum(cv, 1 - cv))
-    inside = (cu < 0.5) ^ (cv < 0.5)
-    edge_texels = np.minimum(du, dv) * size / per_tile
-    return np.where(inside, _edge(-edge_texels), _edge(edge_texels))
+    inside = (cu < 0.5) ^ (cv < 0.5)  # the cells that carry a check
+    # Chebyshev distance from the centre of the texel's cell (cells are half a period wide)
+    half_cell = 0.25
+    from_centre = np.maximum(np.abs(cu % 0.5 - half_cell), np.abs(cv % 0.5 - half_cell))
+    distance_texels = (from_centre - half_cell * CHECK_INSET) * size / per_tile
+    return np.where(inside, _edge(distance_texels), 0.0)
 
 
 def _dots(size: int, rng: np.random.Generator) -> np.ndarray:
     """Round dots on a staggered 2x2 lattice per tile (periodic, so it tiles)."""
-    radius = float(rng.uniform(0.1, 0.17))  # in tiles
+    radius = float(rng.uniform(0.1, 0.16))  # in tiles: 4 dots cover 13% to 32% of a tile
     u, v = _grid(size)
     centres = ((0.25, 0.25), (0.75, 0.25), (0.0, 0.75), (0.5, 0.75))
     nearest = np.full(u.shape, np.inf)
@@ -91,7 +105,7 @@ def _noise(size: int, rng: np.random.Generator) -> np.ndarray:
     radius2 = f[:, None] ** 2 + f[None, :] ** 2
     smooth = np.fft.ifft2(np.fft.fft2(white) * np.exp(-radius2 / (2 * blobs_per_tile**2))).real
     smooth = (smooth - smooth.mean()) / (smooth.std() + 1e-12)
-    return np.clip(0.5 + 1.5 * smooth, 0.0, 1.0)  # soft edges, about half the area each colour
+    return np.clip(0.5 + 1.5 * (smooth - NOISE_THRESHOLD), 0.0, 1.0)  # soft edges, about 20% blotches
 
 
 def _plain(size: int, rng: np.random.Generator) -> np.ndarray:

@@ -19,7 +19,7 @@ COLOUR_WORDS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "orange": ("orange", "tangerine", "amber"),
     "yellow": ("yellow", "lemon-yellow", "sunny yellow", "mustard"),
     "green": ("green", "grass-green", "leafy green", "emerald"),
-    "dark green": ("dark green", "forest-green", "pine-green", "deep green"),
+    "dark green": ("dark green", "forest-green", "pine-green", "hunter green"),  # not "deep": a deep bowl
     "teal": ("teal", "turquoise", "blue-green"),
     "blue": ("blue", "cobalt", "royal blue", "azure"),
     "navy": ("navy", "navy blue", "dark blue", "midnight blue"),
