@@ -7,19 +7,18 @@ Two measurements, one run:
   parallel) and once with workers=2 (two processes, one render thread each).  Wall time of the
   whole call (planning, rendering, writing shards); assets/s, frames/s and the speed-up.  The two
   folders are compared byte for byte: the worker count must not change the data.
-* **probe** - a dataset at 64^2 (default 2400 assets x 8 views) is built (or resumed) in
+* **probe** - a dataset at 64^2 (default 3000 assets x 8 views) is built (or resumed) in
   `--probe-data`, the probe is trained on its train split with the default `ProbeConfig`
   (`views_per_asset` views per asset), and per-frame accuracy of both heads is measured on every
   view of the `val` split (seen colour-category pairs, new assets) and of the `test` split
   (colour-category pairs never seen in training).  Target: >= 95% on both heads, both splits.
 
 The machine is shared and noisy: compare the speed-up measured within one run rather than
-absolute numbers across runs.  torch trains with `--threads` threads (default 1: on a busy
-2-core machine, OpenMP threads that wait for each other on a descheduled core make 2 threads
-many times slower than 1).
+absolute numbers across runs.  The probe trains with the default `ProbeConfig` (one torch
+thread: see `ProbeConfig.threads`).
 
 Run:  .venv/bin/python bench/world.py [--assets 64] [--views 8] [--size 128]
-                                      [--probe-assets 2400] [--probe-data runs/bench_world64] [--out PATH]
+                                      [--probe-assets 3000] [--probe-data runs/bench_world64] [--out PATH]
 Prints a markdown table and writes JSON (default bench/results/world.json).
 """
 
@@ -33,7 +32,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
@@ -93,14 +92,16 @@ def markdown(build: dict, probe: dict | None) -> str:
     lines.append(f"\nIdentical bytes across worker counts: {'yes' if build['identical_bytes'] else 'NO'}")
     if probe is not None:
         d, m = probe["dataset"], probe["probe"]
-        lines += ["", f"Attribute probe at {d['size']}^2, trained on {m['train_assets']} assets x "
-                  f"{m['train_frames'] // m['train_assets']} views ({m['train_frames']} frames, {m['epochs']} epochs) "
-                  f"in {m['train_seconds']:.0f} s:", "",
-                  "| held-out split | assets | frames | category | main colour | both |", "|---|---|---|---|---|---|"]
+        lines += ["", f"Attribute probe at {d['size']}^2: {m['epochs']} epochs of {m['train_frames_per_epoch']} frames "
+                  f"({m['train_assets']} train assets, views drawn from {m['train_views_available']} per asset), "
+                  f"trained in {m['train_seconds']:.0f} s ({m['config']['threads'] or 'default'} torch threads):", "",
+                  "| held-out split | assets | frames | category | main colour | both | category, per asset | "
+                  "main colour, per asset |", "|---|---|---|---|---|---|---|---|"]
         names = {"val": "val (seen pairs, new assets)", "test": "test (unseen colour-category pairs)"}
         for split, r in m["heldout"].items():
             lines.append(f"| {names[split]} | {r['assets']} | {r['frames']} | {r['category_accuracy']:.1%} | "
-                         f"{r['colour_accuracy']:.1%} | {r['both_accuracy']:.1%} |")
+                         f"{r['colour_accuracy']:.1%} | {r['both_accuracy']:.1%} | {r['asset_category_accuracy']:.1%} | "
+                         f"{r['asset_colour_accuracy']:.1%} |")
     return "\n".join(lines)
 
 
@@ -109,11 +110,10 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=64, help="assets in the build-speed dataset")
     parser.add_argument("--views", type=int, default=8, help="views per asset in the build-speed dataset")
     parser.add_argument("--size", type=int, default=128, help="image side of the build-speed dataset")
-    parser.add_argument("--probe-assets", type=int, default=2400, help="assets in the probe's dataset (0: skip)")
+    parser.add_argument("--probe-assets", type=int, default=3000, help="assets in the probe's dataset (0: skip)")
     parser.add_argument("--probe-views", type=int, default=8, help="views per asset in the probe's dataset")
     parser.add_argument("--probe-data", type=Path, default=ROOT / "runs" / "bench_world64",
                         help="folder of the probe's dataset (resumed when it exists with the same settings)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads while training the probe")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "world.json")
     args = parser.parse_args()
 
@@ -121,7 +121,7 @@ def main() -> None:
     probe = None
     if args.probe_assets > 0:
         data_config = DatasetConfig(assets=args.probe_assets, views=args.probe_views, size=64)
-        probe = bench_probe(args.probe_data, data_config, replace(ProbeConfig(), threads=args.threads), workers=2)
+        probe = bench_probe(args.probe_data, data_config, ProbeConfig(), workers=2)
     table = markdown(build, probe)
     print(table)
     result = {"build": build, "probe": probe, "target_accuracy": TARGET_ACCURACY, "markdown": table,

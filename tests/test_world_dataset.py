@@ -200,7 +200,7 @@ def test_probe_learns_above_chance(tiny_probe, tiny_dataset):
     from orbitforge.gen.world.probe_train import evaluate_probe
 
     probe, metrics = tiny_probe
-    assert set(metrics["heldout"]) == {"val", "test"} and metrics["train_frames"] > 0
+    assert set(metrics["heldout"]) == {"val", "test"} and metrics["train_assets"] > 0
     fit = evaluate_probe(probe, tiny_dataset, "train")
     # chance is 1/24 for category and 1/17 for colour; a few hundred steps on a few dozen frames
     # must do far better on what it was shown

@@ -71,7 +71,7 @@ def _add_probe_command(world_sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="probe weights to write (.safetensors)")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the train split (default {d.epochs})")
     p.add_argument("--views", type=int, default=d.views_per_asset,
-                   help=f"views per train asset to use, at most the dataset's (default {d.views_per_asset})")
+                   help=f"views of each train asset per epoch, drawn afresh each epoch (default {d.views_per_asset})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"training seed (default {d.seed})")
     p.set_defaults(func=_cmd_probe)
 
@@ -157,12 +157,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     probe.save(args.output)
-    print(f"world probe: trained in {metrics['train_seconds']:.0f} s on {metrics['train_frames']} frames -> {args.output}")
-    for split in ("val", "test"):
-        if split in metrics["heldout"]:
-            m = metrics["heldout"][split]
-            print(f"  {split:4s} ({m['frames']} frames): category {m['category_accuracy']:.1%}, "
-                  f"main colour {m['colour_accuracy']:.1%}")
+    print(f"world probe: trained in {metrics['train_seconds']:.0f} s on {metrics['train_assets']} assets "
+          f"({metrics['epochs']} epochs of {metrics['train_frames_per_epoch']} frames) -> {args.output}")
+    names = {"val": "val (seen colour-category pairs)", "test": "test (held-out colour-category pairs)"}
+    for split, m in metrics["heldout"].items():
+        print(f"  {names[split]}, {m['frames']} frames: category {m['category_accuracy']:.1%}, "
+              f"main colour {m['colour_accuracy']:.1%} per frame; {m['asset_colour_accuracy']:.1%} colour per asset")
     return 0
 
 

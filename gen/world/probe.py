@@ -58,10 +58,10 @@ class ProbeNetConfig:
 class ProbeConfig:
     """How to train the probe (the network's shape is `net`)."""
 
-    epochs: int = 12
-    """Passes over the selected train frames."""
+    epochs: int = 10
+    """Passes over the train assets (each shown `views_per_asset` times per pass)."""
     views_per_asset: int = 4
-    """Views of each train asset used, evenly spaced over its orbit (all when larger)."""
+    """Times each train asset is shown per epoch, in views drawn afresh each epoch from its orbit."""
     batch_size: int = 64
     """Frames per optimiser step."""
     learning_rate: float = 3e-3
@@ -72,8 +72,10 @@ class ProbeConfig:
     """Random translation (wrapping) of each batch, in pixels at `net.image_size`: framing varies."""
     seed: int = 0
     """Initial weights, batch order and augmentation all derive from it."""
-    threads: int | None = None
-    """torch CPU threads while training; None keeps torch's default."""
+    threads: int | None = 1
+    """torch CPU threads while training; None keeps torch's default (one per core).  1 by default:
+    these convolutions are small, and on a busy 2-core machine two OpenMP threads that wait for
+    each other at every barrier measured 10-30x slower than one thread."""
     net: ProbeNetConfig = field(default_factory=ProbeNetConfig)
     """The network's shape."""
 
@@ -117,29 +119,39 @@ class AttributeProbe:
         self.colours = tuple(colours)
         self.config = config
 
-    def predict(self, frames: np.ndarray, batch_size: int = 256) -> list[ProbePrediction]:
-        """Category and main colour of each frame.
+    def probabilities(self, frames: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Softmax outputs of both heads.
 
         Args:
             frames: (N, H, W, 3) uint8 sRGB renders on a white background, square; any size
                 (area-resized to the probe's image size).
         Returns:
-            N ProbePrediction(category, colour, (category confidence, colour confidence)).
+            (category probabilities (N, len(categories)), colour probabilities (N, len(colours))),
+            float32, in the order of `categories` and `colours`.
         """
         import torch
 
         from orbitforge.gen.world.probe_net import to_input
 
         frames = _check_frames(frames)
-        out: list[ProbePrediction] = []
+        cat_probs, col_probs = [], []
         for start in range(0, len(frames), batch_size):
             with torch.no_grad():
                 cat_logits, col_logits = self.net(to_input(frames[start:start + batch_size], self.config.image_size))
-            cat_p, col_p = cat_logits.softmax(-1), col_logits.softmax(-1)
-            for cp, op in zip(cat_p, col_p):
-                c, o = int(cp.argmax()), int(op.argmax())
-                out.append(ProbePrediction(self.categories[c], self.colours[o], (float(cp[c]), float(op[o]))))
-        return out
+            cat_probs.append(cat_logits.softmax(-1).numpy())
+            col_probs.append(col_logits.softmax(-1).numpy())
+        return np.concatenate(cat_probs), np.concatenate(col_probs)
+
+    def predict(self, frames: np.ndarray, batch_size: int = 256) -> list[ProbePrediction]:
+        """Category and main colour of each frame ((N, H, W, 3) uint8, as for `probabilities`).
+
+        Returns:
+            N ProbePrediction(category, colour, (category confidence, colour confidence)).
+        """
+        cat_probs, col_probs = self.probabilities(frames, batch_size)
+        cats, cols = cat_probs.argmax(1), col_probs.argmax(1)  # [N], [N]
+        return [ProbePrediction(self.categories[c], self.colours[o], (float(cat_probs[k, c]), float(col_probs[k, o])))
+                for k, (c, o) in enumerate(zip(cats, cols))]
 
     def score_clip(self, frames: np.ndarray, target) -> ClipScore:
         """Whether a clip follows its prompt: see `score_clip`."""
