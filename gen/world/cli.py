@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -79,6 +78,7 @@ def _add_probe_command(world_sub: argparse._SubParsersAction) -> None:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from orbitforge.atomic import write_bytes_atomic
     from orbitforge.errors import InputError
     from orbitforge.gen.world import sample_assets
 
@@ -93,9 +93,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     records = []
     for i, (asset, glb) in enumerate(zip(assets, glbs)):
         name = f"asset_{i:03d}.glb"
-        _write_atomic(args.output / name, glb)
+        write_bytes_atomic(args.output / name, glb)
         records.append({"file": name, **asset.to_dict()})
-    _write_atomic(args.output / "assets.json", json.dumps({"assets": records}, indent=1).encode())
+    write_bytes_atomic(args.output / "assets.json", json.dumps({"assets": records}, indent=1).encode())
     from orbitforge.viewers.preview import contact_sheet, save_image
 
     labels = [a.captions[0] for a in assets]
@@ -181,11 +181,3 @@ def render_views(assets: Sequence, size: int = SHEET_TILE_PX, progress=None) -> 
         progress.close()
     return np.stack(views)
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

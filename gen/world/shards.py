@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -32,6 +31,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from orbitforge.cameras import Cameras
+from orbitforge.atomic import write_bytes_atomic
 from orbitforge.errors import InputError
 from orbitforge.gen.world.splits import SPLITS
 
@@ -134,14 +134,7 @@ def decode_shard(path: Path) -> OrbitShard:
     return OrbitShard(tensors["frames"], masks, tensors["K"], tensors["c2w"], tuple(sidecar["assets"]))
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write under a temporary name and rename: readers and resumed runs never see half a file."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+write_atomic = write_bytes_atomic  # one atomic writer for the whole project (orbitforge.atomic)
 
 
 def read_manifest(root: Path) -> dict:
