@@ -68,6 +68,12 @@ class PosesConfig:
     min_feature_side: int = 512
     """Frames whose longer side is below this are enlarged (bicubic, by a whole factor) before
     SIFT: small renders of smooth objects otherwise give ~100 features per frame."""
+    mapping_attempts: int = 3
+    """Mapper runs at most (the later ones with a relaxed initial pair) while frames are left out."""
+    mapper_threads: int = 1
+    """Threads of the incremental mapper.  One makes a run repeat exactly for the same features
+    (multi-threaded runs of the same database differed); -1 uses every core, which pays off in
+    bundle adjustment of large captures (above ~50,000 residuals)."""
 
 
 @dataclass
@@ -218,25 +224,55 @@ def _match(db: Path, workdir: Path, n_images: int, config: PosesConfig, report: 
 # ---------------------------------------------------------------------------------------------
 
 
-def _map(db: Path, images: Path, out: Path, config: PosesConfig, fixed_intrinsics: bool):
-    """The largest model the mapper finds, or None."""
+def _map(db: Path, images: Path, out: Path, config: PosesConfig, fixed_intrinsics: bool, report: dict):
+    """The largest model the mapper finds, or None.
+
+    COLMAP's incremental mapper can stall after a poor initial pair (measured on a 48-frame
+    orbit of Spot through H.264: 1 run in 4 ended with a 2-image model), so when the best model
+    leaves frames out the mapper runs again with a relaxed initialisation and the model with the
+    most registered frames wins.  `report["mapping_attempts"]` records every attempt.
+    """
     import pycolmap
 
-    out.mkdir(parents=True, exist_ok=True)
-    if config.mapper == "global":
-        options = pycolmap.GlobalPipelineOptions()
-        options.random_seed = config.seed
-        models = pycolmap.global_mapping(db, images, out, options)
-    else:
-        options = pycolmap.IncrementalPipelineOptions()
-        options.random_seed = config.seed
-        if fixed_intrinsics:
-            options.ba_refine_focal_length = False
-            options.ba_refine_extra_params = False
-        models = pycolmap.incremental_mapping(db, images, out, options)
-    if not models:
-        return None
-    return max(models.values(), key=lambda rec: rec.num_reg_images())
+    attempts = []
+    best = None
+    for attempt in range(max(1, config.mapping_attempts)):
+        folder = out if attempt == 0 else out.parent / f"{out.name}_attempt{attempt}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if config.mapper == "global":
+            options = pycolmap.GlobalPipelineOptions()
+            options.random_seed = config.seed + attempt
+            models = pycolmap.global_mapping(db, images, folder, options)
+        else:
+            options = pycolmap.IncrementalPipelineOptions()
+            options.random_seed = config.seed + attempt
+            options.num_threads = config.mapper_threads
+            if fixed_intrinsics:
+                options.ba_refine_focal_length = False
+                options.ba_refine_extra_params = False
+            if attempt > 0:  # relaxed start: a closer initial pair and fewer inliers for it
+                options.mapper.init_min_tri_angle = max(4.0, options.mapper.init_min_tri_angle / (2 * attempt))
+                options.mapper.init_min_num_inliers = max(30, options.mapper.init_min_num_inliers // (2 * attempt))
+            models = pycolmap.incremental_mapping(db, images, folder, options)
+        model = max(models.values(), key=lambda rec: rec.num_reg_images()) if models else None
+        registered = 0 if model is None else int(model.num_reg_images())
+        attempts.append({"registered": registered, "models": len(models)})
+        if model is not None and (best is None or registered > best.num_reg_images()):
+            best = model
+        if best is not None and best.num_reg_images() >= _num_images(db):
+            break
+    report.setdefault("mapping_attempts", []).extend(attempts)
+    return best
+
+
+def _num_images(db: Path) -> int:
+    import pycolmap
+
+    database = pycolmap.Database.open(str(db))
+    try:
+        return database.num_images()
+    finally:
+        database.close()
 
 
 def _model_report(rec, n_images: int, upscale: int) -> dict:
@@ -341,7 +377,8 @@ def estimate_poses(
     else:
         say(f"{config.mapper} mapping")
         with timer("mapping"):
-            rec = _map(db, images, workdir / "sparse" / "0", config, fixed_intrinsics=intrinsics is not None)
+            rec = _map(db, images, workdir / "sparse" / "0", config, fixed_intrinsics=intrinsics is not None,
+                       report=report)
         result = _sfm_result(clip, rec, names, config, report, metric_scale)
         if result.reconstruction is not None:
             result.reconstruction.write(str(workdir / "sparse" / "0"))
@@ -385,7 +422,7 @@ def _known_camera_result(clip, db, images, workdir, names, config, report, timer
     if config.verify_known:
         say(f"checking consistency with {config.mapper} SfM")
         with timer("verify_sfm"):
-            sfm = _map(db, images, workdir / "verify" / "0", config, fixed_intrinsics=True)
+            sfm = _map(db, images, workdir / "verify" / "0", config, fixed_intrinsics=True, report=report)
         report["verify"] = _verify(sfm, clip.cameras, names, config)
         problem = problem or report["verify"].get("problem")
     return PosesResult(clip, report, problem, rec)
