@@ -185,7 +185,7 @@ TINY_PROBE = None  # built lazily so that collecting this file does not import t
 def _tiny_probe_config():
     from orbitforge.gen.world.probe import ProbeConfig, ProbeNetConfig
 
-    return ProbeConfig(epochs=40, views_per_asset=3, batch_size=16, learning_rate=1e-2, max_shift_px=1, threads=1,
+    return ProbeConfig(epochs=60, views_per_asset=3, batch_size=16, learning_rate=2e-2, max_shift_px=1, threads=1,
                        net=ProbeNetConfig(image_size=32, width=8, colour_features=16))
 
 

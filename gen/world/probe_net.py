@@ -13,9 +13,11 @@ the colour of 95% of training frames but of 71% of held-out-pair frames).
 
 Colour is read at full resolution: at 64 x 64 a chair leg or a sword blade is two pixels wide, and
 averaging 2 x 2 blocks first blends it with the white background (measured on the same data:
-held-out colour accuracy 90% reading at half resolution, 95% at full).  The per-pixel features
-see a 3 x 3 neighbourhood, a little shading context; a 1 x 1 reading (a learned colour histogram)
-measured 88%.
+held-out colour accuracy 90% reading at half resolution, 95% at full).  Each pixel is softly
+assigned to learned colour prototypes from its 3 x 3 neighbourhood (a little shading context; a
+1 x 1 reading measured 88%), so what each map pools is a colour histogram of a part: "mostly
+yellow, some purple dots" stays two modes instead of averaging to a third colour (+0.5-0.7 points
+on both held-out splits over pooling unnormalised features).
 """
 
 from __future__ import annotations
@@ -52,9 +54,9 @@ class ProbeNet(nn.Module):
         self.attend_part = nn.Conv2d(2 * w, hidden, 1, bias=False)
         self.attend_object = nn.Conv2d(8 * w, hidden, 1, bias=False)
         self.attention = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(hidden, heads, 1))
-        # 3. what colour each pixel is, from the pixels alone (3x3: a texel and its shading context)
-        self.pixel_colour = nn.Sequential(nn.Conv2d(3, feats, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(feats, feats, 1),
-                                          nn.ReLU(inplace=True))
+        # 3. what colour each pixel is, from the pixels alone (3x3: a texel and its shading
+        # context), as a soft assignment to `feats` learned colour prototypes
+        self.pixel_colour = nn.Sequential(nn.Conv2d(3, feats, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(feats, feats, 1))
         self.colour_head = nn.Sequential(nn.Linear(heads * feats, 64), nn.ReLU(inplace=True), nn.Linear(64, n_colours))
         self.to(memory_format=torch.channels_last)
 
@@ -71,8 +73,8 @@ class ProbeNet(nn.Module):
                   + F.interpolate(self.attend_object(obj), size=grid, mode="nearest"))
         logits = F.interpolate(self.attention(hidden), size=x.shape[2:], mode="bilinear", align_corners=False)
         weights = logits.flatten(2).softmax(dim=-1)  # [B, heads, P], P = S * S
-        # 3. colour features of every pixel, pooled under each map
-        pixels = self.pixel_colour(x).flatten(2)  # [B, feats, P]
+        # 3. a colour histogram under each map: per-pixel prototype assignments, pooled
+        pixels = self.pixel_colour(x).softmax(dim=1).flatten(2)  # [B, feats, P]
         pooled = torch.einsum("bhp,bfp->bhf", weights, pixels).flatten(1)  # [B, heads * feats]
         return category, self.colour_head(pooled)
 

@@ -121,6 +121,7 @@ def _fit(net: ProbeNet, frames: np.ndarray, cat_labels: np.ndarray, col_labels: 
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=total,
                                                    pct_start=0.2)
     cats, cols = torch.from_numpy(cat_labels), torch.from_numpy(col_labels)
+    average = {k: v.detach().clone() for k, v in net.state_dict().items()} if config.ema_decay is not None else None
     net.train()
     loss = torch.zeros(())
     for step in range(total):
@@ -137,10 +138,26 @@ def _fit(net: ProbeNet, frames: np.ndarray, cat_labels: np.ndarray, col_labels: 
         loss.backward()
         optimiser.step()
         schedule.step()
+        if average is not None:
+            _update_average(average, net, min(config.ema_decay, (1 + step) / (10 + step)))
         if progress is not None:
             progress("train", step + 1, total)
+    if average is not None:
+        net.load_state_dict(average)
     net.eval()
     return float(loss.detach()), min(per_epoch * config.batch_size, A * views)
+
+
+@torch.no_grad()
+def _update_average(average: dict[str, torch.Tensor], net: ProbeNet, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * current, for weights and BatchNorm statistics.
+    The decay ramps up from 0.1 (the (1 + t) / (10 + t) warm-up), so the random initial weights
+    are forgotten within the first steps even in a short run."""
+    for name, value in net.state_dict().items():
+        if value.is_floating_point():
+            average[name].lerp_(value, 1.0 - decay)
+        else:  # BatchNorm's step counter
+            average[name].copy_(value)
 
 
 def _augment(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

@@ -27,6 +27,9 @@ so a checkerboard is 0.5 * 0.6^2 = 18% pattern colour instead of an ambiguous 50
 NOISE_THRESHOLD = 0.8
 """Blotches are where the smoothed noise exceeds this many standard deviations (about a fifth of
 the surface), so mottling reads as spots on a ground colour, not as two equal colours."""
+NOISE_EDGE_SHARPNESS = 8.0
+"""Coverage ramps from 0 to 1 over 1/8 of a standard deviation of the smoothed noise: about one
+texel at the blob sizes drawn."""
 
 
 def pattern_texture(
@@ -105,7 +108,9 @@ def _noise(size: int, rng: np.random.Generator) -> np.ndarray:
     radius2 = f[:, None] ** 2 + f[None, :] ** 2
     smooth = np.fft.ifft2(np.fft.fft2(white) * np.exp(-radius2 / (2 * blobs_per_tile**2))).real
     smooth = (smooth - smooth.mean()) / (smooth.std() + 1e-12)
-    return np.clip(0.5 + 1.5 * (smooth - NOISE_THRESHOLD), 0.0, 1.0)  # soft edges, about 20% blotches
+    # crisp edges (about a texel wide, like the other patterns): a soft ramp paints a wide band of
+    # in-between colours, and red blotches fading into silver read as pink
+    return np.clip(0.5 + NOISE_EDGE_SHARPNESS * (smooth - NOISE_THRESHOLD), 0.0, 1.0)  # about 20% blotches
 
 
 def _plain(size: int, rng: np.random.Generator) -> np.ndarray:
