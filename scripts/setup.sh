@@ -11,10 +11,10 @@ PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
 
 # 1. Debian packages, by what is being installed; this script is the one place that installs them.
-APT_PACKAGES=()
-case ",$EXTRAS," in
-  *,bench,*) APT_PACKAGES+=(libegl1 libegl-mesa0 libgl1-mesa-dri) ;;  # Mesa EGL for the GL peer in bench/render.py
-esac
+APT_PACKAGES=(libusb-1.0-0)  # open3d's wheel links libusb
+case ",$EXTRAS," in *,bench,*) APT_PACKAGES+=(libegl1 libegl-mesa0 libgl1-mesa-dri) ;; esac  # Mesa EGL: GL peer in bench/render.py
+# real importers for the export tests: Blender's glTF importer (needs Debian's numpy) and Godot
+case ",$EXTRAS," in *,dev,*) APT_PACKAGES+=(blender python3-numpy godot3-server) ;; esac
 # node runs the Khronos glTF validator (orbitforge/validate.py), for every install: tests and export use it
 command -v node >/dev/null || APT_PACKAGES+=(nodejs npm)
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
