@@ -81,6 +81,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=0, help="evaluate held-out frames every N steps (curve)")
     p.set_defaults(func=_cmd_splat)
 
+    p = sub.add_parser("export", help="write engine-ready, validated GLB / USD / splat files into RUN/asset")
+    p.add_argument("run", type=Path, help="run folder (after `splat`; or any folder when --mesh is given)")
+    p.add_argument("--engine", choices=("gltf", "unity", "unreal"), default="gltf",
+                   help="axes/units/pivot preset: gltf and unity = +Y up, metres; unreal = +Z up, cm (default gltf)")
+    p.add_argument("--formats", default="glb,usdz,usdc,ply,splat,khr",
+                   help="comma list of glb, usdc, usdz, ply, splat, khr (default: all)")
+    p.add_argument("--faces", type=_positive_int, default=20000, help="face budget of LOD0 (default 20000)")
+    p.add_argument("--height", type=float, default=None, help="real height of the asset in metres (video has no scale)")
+    p.add_argument("--mesh", type=Path, default=None, help="take the mesh from this file instead of extracting it from the splats")
+    p.add_argument("--texture", choices=("png", "jpeg"), default="png", help="embedded texture type (default png; never WebP)")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("info", help="summarise a run folder")
     p.add_argument("run", type=Path, help="run folder")
     p.set_defaults(func=_cmd_info)
@@ -206,6 +218,27 @@ def _cmd_splat(args: argparse.Namespace) -> int:
     state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
     print(f"splats: {state}: held-out PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, {m['gaussians']} Gaussians "
           f"({m['backend']}) -> {result.path / 'splats.ply'}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from orbitforge.export.glb import GlbConfig
+    from orbitforge.export.stage import ExportConfig, run_export
+    from orbitforge.rundir import RunDir
+
+    formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
+    config = ExportConfig(engine=args.engine, formats=formats, faces=args.faces, height_m=args.height,
+                          glb=GlbConfig(texture_format=args.texture))
+    if args.mesh is not None and not args.mesh.is_file():
+        raise InputError(f"mesh file not found: {args.mesh}")
+    run = RunDir.open(args.run, create=args.mesh is not None)
+    result = run_export(run, config, mesh_path=args.mesh.resolve() if args.mesh else None,
+                        status=lambda text: print(f"export: {text}", flush=True))
+    m = result.metrics
+    state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
+    v = m.get("validation", {})
+    print(f"export: {state}: {len(m.get('files', {}))} files for {m.get('engine')}, validation "
+          f"{v.get('errors', '?')} errors, {v.get('warnings', '?')} warnings -> {result.path}")
     return 0
 
 
