@@ -12,6 +12,8 @@ Sim(3) alignment, cameras within 2 degrees of the truth, and seconds per step.  
 configurations run in the same process on the same machine, so their times compare directly.
 
 Run:  .venv/bin/python bench/poses.py [--sets temple kermit lego spot] [--out bench/results/poses.json]
+(--sets with a subset re-measures those sets and keeps the other sets' rows of --out; each row
+records the feature/filter defaults it was measured with.)
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ def run_one(clip, truth, intrinsics, focal, matching: str, mapper: str) -> dict:
         errors = pose_errors(result.clip.cameras, truth[report["registered_frames"]])
         row.update(rotation_deg_median=round(float(np.median(errors.rotation_deg)), 3),
                    within_2_deg=int((errors.rotation_deg <= 2.0).sum()))
+        if intrinsics is None:  # how far the self-calibrated focal length is from the truth
+            focal_err = result.clip.cameras.K[0, 0, 0] / truth.K[0, 0, 0] - 1
+            row["focal_error_pct"] = round(100 * float(focal_err), 2)
+    # the feature/filter defaults this row was measured with, so rows from older runs show as such
+    row["defaults"] = {"affine_shape": config.affine_shape,
+                       "filter_max_reprojection_px": config.filter_max_reprojection_px}
     return row
 
 
@@ -94,13 +102,15 @@ def main() -> None:
     pycolmap.logging.minloglevel = 2
     if not DATA.exists():
         sys.exit(f"bench/poses.py needs the shared data at {DATA}")
-    results = {}
+    # --sets runs a subset: the other sets' rows are kept from the existing file
+    results = json.loads(args.out.read_text()).get("results", {}) if args.out.exists() else {}
     print("| data set | matching | mapper | registered | reproj px | rot. err. median deg | within 2 deg | seconds (features / matching / mapping) |")
     print("|---|---|---|---|---|---|---|---|")
     for name, (clip, truth, K, focal) in load_sets(args.sets).items():
+        results[name] = {}
         for matching, mapper in CONFIGS:
             row = run_one(clip, truth, K, focal, matching, mapper)
-            results.setdefault(name, {})[f"{matching}+{mapper}"] = row
+            results[name][f"{matching}+{mapper}"] = row
             s = row["seconds_per_step"]
             print(f"| {name} | {matching} | {mapper} | {row['registered']}/{row['frames']} | {row['reprojection_px']} | "
                   f"{row.get('rotation_deg_median', '-')} | {row.get('within_2_deg', '-')} | "

@@ -57,7 +57,8 @@ def test_temple_ring(temple, known_intrinsics, tmp_path):
     assert report["mean_reprojection_px"] <= 0.6
     errors = pose_errors(result.clip.cameras, _truth_for(result, got, names, truth))
     median = float(np.median(errors.rotation_deg))
-    assert median <= (0.5 if known_intrinsics else 1.5), f"median rotation error {median:.3f} deg"
+    # measured 0.14-0.23 (known K) and 0.54-0.63 (unknown K) with affine SIFT and the 1 px filter
+    assert median <= (0.35 if known_intrinsics else 1.0), f"median rotation error {median:.3f} deg"
     if not known_intrinsics:
         focal = result.clip.cameras.K[0, 0, 0]
         assert abs(focal / truth.K[0, 0, 0] - 1) <= 0.05, f"focal {focal:.1f} vs {truth.K[0, 0, 0]:.1f}"
@@ -121,10 +122,13 @@ def test_spot_orbit_video_through_ingest(spot_orbit, tmp_path):
     result = estimate_poses(got.clip, tmp_path, PosesConfig())
     assert result.report["registered"] == 48, result.problem
     errors = pose_errors(result.clip.cameras, truth.cameras[got.source_indices[result.report["registered_frames"]]])
-    # measured 1.4 deg median through H.264 (0.7-1.0 from the PNG frames); the issue asks for 0.3:
-    # see the issue note.  These bounds catch regressions and outright failures.
-    assert np.median(errors.rotation_deg) <= 2.0
-    assert (errors.rotation_deg <= 5.0).all()
+    # measured 0.46-0.59 deg median over 5 runs (max 0.95-1.3) with affine SIFT and the 1 px
+    # mapping filter; 1.05-1.7 with COLMAP's defaults.  The issue asks for 0.3, below what these
+    # features allow: bundle adjustment started AT the true cameras with the true K settles
+    # 0.42-0.48 deg away (SIFT on the silhouettes of a 256 px render).  Bounds leave run-to-run room.
+    median = float(np.median(errors.rotation_deg))
+    assert median <= 0.8, f"median rotation error {median:.3f} deg"
+    assert (errors.rotation_deg <= 2.5).all(), f"max rotation error {errors.rotation_deg.max():.2f} deg"
 
 
 def test_spot_known_camera_triangulation(spot_orbit, tmp_path):

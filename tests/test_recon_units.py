@@ -67,3 +67,14 @@ def test_loop_pairs_join_the_end_of_an_orbit_to_its_start():
     for a, b in pairs:
         assert abs(int(a[:5]) - int(b[:5])) >= 10
     assert any(int(a[:5]) < 4 and int(b[:5]) >= 36 for a, b in pairs)
+
+
+def test_a_non_positive_reprojection_filter_is_one_clear_line(tmp_path):
+    from orbitforge.clip import Clip
+    from orbitforge.errors import InputError
+    from orbitforge.recon.poses import PosesConfig, estimate_poses
+
+    clip = Clip(np.zeros((3, 16, 16, 3), np.uint8))
+    with pytest.raises(InputError, match="filter_max_reprojection_px must be positive") as info:
+        estimate_poses(clip, tmp_path, PosesConfig(filter_max_reprojection_px=0.0))
+    assert "\n" not in str(info.value)
