@@ -126,3 +126,81 @@ def test_spot_orbit_quality_256():
     """The issue's setting (256^2); about 10+ minutes on 2 cores, so only in `make test-full`."""
     metrics = _spot_quality(256, 2000)
     assert metrics["psnr"] >= 28.0, metrics
+
+
+def test_cpu_twins_of_gsplats_mcmc_ops():
+    """compute_relocation against a line-by-line transcription of gsplat's CUDA relocation
+    kernel; quat_scale_to_covar_preci against gsplat's own pure-torch version."""
+    import math
+
+    from gsplat.cuda._torch_impl import _quat_scale_to_covar_preci
+    from gsplat.strategy import MCMCStrategy
+
+    from orbitforge.recon.splat.strategy import compute_relocation, quat_scale_to_covar_preci
+
+    g = torch.Generator().manual_seed(0)
+    binoms = MCMCStrategy().initialize_state()["binoms"]
+    n_max = binoms.shape[0]
+    opac = torch.rand(64, generator=g) * 0.98 + 0.01
+    scales = torch.rand(64, 3, generator=g) + 0.01
+    ratios = torch.randint(1, 60, (64,), generator=g)  # some above n_max: clamped, as gsplat does
+    new_o, new_s = compute_relocation(opac, scales, ratios.clone(), binoms)
+    for j in range(64):  # RelocationCUDA.cu relocation_kernel, in Python
+        n = min(max(int(ratios[j]), 1), n_max)
+        o_new = 1.0 - (1.0 - float(opac[j])) ** (1.0 / n)
+        denom = sum(float(binoms[i - 1, k]) * (-1.0) ** k / math.sqrt(k + 1) * o_new ** (k + 1)
+                    for i in range(1, n + 1) for k in range(i))
+        assert new_o[j].item() == pytest.approx(o_new, rel=1e-5)
+        torch.testing.assert_close(new_s[j], float(opac[j]) / denom * scales[j], rtol=1e-4, atol=0)
+    quats, sc = torch.randn(10, 4, generator=g), torch.rand(10, 3, generator=g) + 0.1
+    for triu in (False, True):
+        ours, theirs = quat_scale_to_covar_preci(quats, sc, triu=triu), _quat_scale_to_covar_preci(quats, sc, triu=triu)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_mcmc_strategy_trains_on_cpu(toy_clip):
+    """gsplat's MCMCStrategy (relocation + noise through the CPU twins) runs on the CPU backend,
+    grows towards its cap and learns the toy orbit (measured 21.4 dB at 300 steps; default
+    strategy 22.0 dB)."""
+    import gsplat.strategy.ops as ops
+
+    before = ops.compute_relocation
+    config = SplatConfig(steps=300, sh_degree=1, random_init_points=3000, strategy="mcmc", max_gaussians=6000)
+    result = train_splats(toy_clip, config)
+    assert result.metrics["psnr"] > 19
+    assert 3000 < result.metrics["gaussians"] <= 6000, "MCMC adds 5 % per refinement up to the cap"
+    assert ops.compute_relocation is before, "gsplat's ops are restored after each strategy call"
+
+
+def lego_clip(size: int):
+    """`posed/nerf_synthetic_lego_subset` as a Clip: GT cameras (Blender axes converted), RGBA
+    resized to size² and composited on white, masks = alpha > 0.5.  (bench/splat.py uses it too;
+    a NeRF-synthetic reader belongs in recon.ingest.)"""
+    from PIL import Image
+
+    from orbitforge.cameras import from_transforms_json
+    from orbitforge.clip import Clip
+
+    folder = data_path("posed/nerf_synthetic_lego_subset")
+    cams, paths = from_transforms_json(folder / "transforms_train.json")
+    frames, masks = [], []
+    for path in paths:
+        rgba = np.asarray(Image.open(folder / f"{path}.png").convert("RGBA").resize((size, size), Image.LANCZOS),
+                          np.float32) / 255
+        frames.append(np.round(255 * (rgba[..., :3] * rgba[..., 3:] + 1 - rgba[..., 3:])).astype(np.uint8))
+        masks.append(rgba[..., 3] > 0.5)
+    return Clip(np.stack(frames), cams.resized(size, size), masks=np.stack(masks))
+
+
+LEGO_STEPS = 1500
+
+
+@pytest.mark.full
+def test_lego_held_out_quality():
+    """20 real NeRF-synthetic views (17 train, frames 0/8/16 held out), 200², known cameras,
+    random init: measured 26.4 dB held-out PSNR (SSIM 0.909) at 1500 steps, ~22 min on a
+    heavily shared 2-core machine; asserted with a 2 dB margin."""
+    metrics = train_splats(lego_clip(200), SplatConfig(steps=LEGO_STEPS)).metrics
+    assert metrics["held_out_frames"] == [0, 8, 16]
+    assert metrics["psnr"] >= 24.4, metrics

@@ -5,8 +5,9 @@ elsewhere.  Recipe (Kerbl et al. 2023, gsplat's simple_trainer): Adam with per-p
 learning rates, means' rate scaled by the scene size and decayed 100x; loss
 (1 - w) L1 + w (1 - SSIM) with a library SSIM (pytorch-msssim); SH bands raised over time;
 every 8th frame held out for evaluation; with masks, a random background each step so the
-splats learn where the object ends.  Densification is gsplat's `DefaultStrategy`, its schedule
-scaled to the number of steps.
+splats learn where the object ends.  Densification is gsplat's `DefaultStrategy` or
+`MCMCStrategy` (`strategy.py`, which also runs MCMC on CPU), its schedule scaled to the number
+of steps.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from orbitforge.clip import Clip
 from orbitforge.errors import InputError
 from orbitforge.gaussians import GaussianScene
 from orbitforge.recon.splat.render import Backend, render_splats, resolve_backend
+from orbitforge.recon.splat.strategy import StrategyName, make_strategy, mcmc_regulariser
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,11 @@ class SplatConfig:
     """Optimisation steps (one training frame each)."""
     backend: Backend = "auto"
     """"auto": gsplat on CUDA, else the CPU rasteriser."""
+    strategy: StrategyName = "default"
+    """gsplat densification: "default" (3DGS clone/split/prune) or "mcmc" (3DGS-MCMC relocation
+    plus opacity and scale regularisers, growing 5 % per refinement up to `max_gaussians`).  MCMC
+    starts at opacity 0.1 like the default, not gsplat's 0.5: on a 300-step toy run 0.5 reached
+    15.2 dB held-out PSNR, 0.1 21.4 dB."""
     sh_degree: int = 3
     """Highest SH band learnt."""
     sh_interval: int = 500
@@ -116,14 +123,6 @@ def _optimizers(params: torch.nn.ParameterDict, config: SplatConfig, scene_scale
             for name, lr in rates.items()}
 
 
-def _strategy(steps: int):
-    from gsplat.strategy import DefaultStrategy
-
-    # gsplat's defaults are tuned for 30k steps; keep their proportions for shorter runs
-    return DefaultStrategy(refine_start_iter=max(50, steps // 30), refine_stop_iter=int(steps * 0.5),
-                           reset_every=max(1000, steps // 3), refine_every=max(25, steps // 60), verbose=False)
-
-
 def to_scene(params: dict[str, Tensor]) -> GaussianScene:
     """The trained parameters as a GaussianScene (detached, on the CPU)."""
     p = {k: v.detach().cpu().float() for k, v in params.items()}
@@ -180,9 +179,7 @@ def _train(clip, config, backend, points, colours, device, progress, checkpoint,
         start = _restore_optimizers(optimizers, params, resumed[1], resumed[2])
         generator.manual_seed(config.seed + start)
         logger.info("resumed from %s at step %d", checkpoint, start)
-    strategy = _strategy(config.steps)
-    strategy.check_sanity(params, optimizers)
-    state = strategy.initialize_state(scene_scale=scene_scale)
+    hooks = make_strategy(config.strategy, config.steps, scene_scale, config.max_gaussians, params, optimizers)
     decay = 0.01 ** (1.0 / max(config.steps, 1))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizers["means"], gamma=decay)
     for group in optimizers["means"].param_groups:
@@ -198,20 +195,23 @@ def _train(clip, config, backend, points, colours, device, progress, checkpoint,
         loss = _loss(out.rgb[0], truth, config.ssim_weight)
         if masks is not None:
             loss = loss + 0.1 * torch.abs(out.alpha[0] - masks[i]).mean()
+        if config.strategy == "mcmc":
+            loss = loss + mcmc_regulariser(params)
         if not torch.isfinite(loss):
             skipped += 1
             for opt in optimizers.values():
                 opt.zero_grad(set_to_none=True)
             logger.warning("step %d: non-finite loss, step skipped (%d so far)", step, skipped)
             continue
-        strategy.step_pre_backward(params, optimizers, state, step, out.info)
+        hooks.pre_backward(params, optimizers, step, out.info)
         loss.backward()
         for opt in optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
+        means_lr = optimizers["means"].param_groups[0]["lr"]  # this step's, before the decay
         scheduler.step()
-        strategy.step_post_backward(params, optimizers, state, step, out.info, packed=False)
-        _enforce_guards(params, optimizers, state, config.max_gaussians)
+        hooks.post_backward(params, optimizers, step, out.info, means_lr)
+        _enforce_guards(params, optimizers, hooks.per_gaussian_state, config.max_gaussians)
         stats = {"loss": float(loss.detach()), "psnr": _psnr(out.rgb[0].detach(), truth), "gaussians": len(params["means"])}
         if config.eval_every and (step + 1) % config.eval_every == 0 and test_ids:
             ev = evaluate(params, clip, test_ids, config, backend)
