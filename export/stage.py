@@ -244,7 +244,28 @@ def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None,
         failed_report.unlink(missing_ok=True)
         return metrics
 
-    return run.run_stage(STAGE, stage, config=settings, inputs=[mesh_path] if mesh_path else [], depends_on=depends)
+    result = run.run_stage(STAGE, stage, config=settings, inputs=[mesh_path] if mesh_path else [],
+                           depends_on=depends)
+    glb = result.path / "asset.glb"
+    if glb.is_file():
+        _asset_previews(glb, run.root / "preview", redraw=not result.skipped)
+    return result
+
+
+def _asset_previews(glb: Path, folder: Path, *, redraw: bool, frames: int = 24, size: int = 256) -> None:
+    """RUN/preview/asset_turntable.gif and asset_sheet.png: the exported GLB itself, read back and
+    rendered unlit by the CPU renderer (its texture already carries the capture's lighting)."""
+    from orbitforge.mesh import load_meshes
+    from orbitforge.render import OrbitConfig, RenderConfig, render_orbit
+    from orbitforge.viewers.preview import contact_sheet, save_image, save_turntable_gif
+
+    gif, sheet = folder / "asset_turntable.gif", folder / "asset_sheet.png"
+    if not redraw and gif.is_file() and sheet.is_file():
+        return
+    clip = render_orbit(load_meshes(glb), OrbitConfig(frames=frames, size=size, elevation_deg=20,
+                                                      render=RenderConfig(shading="unlit")))
+    save_turntable_gif(clip.frames, gif, fps=12)
+    save_image(contact_sheet(clip.frames[::3], tile=size // 2), sheet)
 
 
 def _mesh_from_splats(run, scene: GaussianScene, faces: int) -> list[MeshAsset]:

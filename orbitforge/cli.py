@@ -60,6 +60,43 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("poses", help="camera poses of a video, a photo folder or a run's clip (pycolmap)")
     p.add_argument("input", type=Path, help="video file, folder of photos, or a run folder that has a clip")
     p.add_argument("-o", "--output", type=Path, default=None, help="run folder (default: INPUT when it is a run folder)")
+    _add_ingest_and_poses_arguments(p)
+    p.set_defaults(func=_cmd_poses)
+
+    p = sub.add_parser("splat", help="train Gaussian splats on a run's posed clip (gsplat on CUDA, CPU otherwise)")
+    p.add_argument("run", type=Path, help="run folder after `poses`, or after `render-orbit` (known cameras)")
+    _add_splat_arguments(p)
+    p.set_defaults(func=_cmd_splat)
+
+    p = sub.add_parser("export", help="write engine-ready, validated GLB / USD / splat files into RUN/asset")
+    p.add_argument("run", type=Path, help="run folder (after `splat`; or any folder when --mesh is given)")
+    _add_export_arguments(p)
+    p.add_argument("--mesh", type=Path, default=None, help="take the mesh from this file instead of extracting it from the splats")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("reconstruct", help="video or photos to a validated asset: ingest, poses, splats, export")
+    p.add_argument("input", type=Path, help="video file, folder of photos, or a run folder that has a clip")
+    p.add_argument("-o", "--output", type=Path, default=None, help="run folder (default: INPUT when it is a run folder)")
+    _add_ingest_and_poses_arguments(p)
+    _add_splat_arguments(p)
+    _add_export_arguments(p)
+    p.set_defaults(func=_cmd_reconstruct)
+
+    p = sub.add_parser("info", help="summarise a run folder")
+    p.add_argument("run", type=Path, help="run folder")
+    p.set_defaults(func=_cmd_info)
+
+    from orbitforge.gen.cli_generate import add_generate_command, add_train_commands
+    from orbitforge.gen.world.cli import add_world_commands
+
+    add_generate_command(sub)
+    add_train_commands(sub)
+    add_world_commands(sub)
+    return parser
+
+
+def _add_ingest_and_poses_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `poses` (and `reconstruct`)."""
     p.add_argument("--frames", type=_positive_int, default=80, help="frames kept from a video (default 80)")
     p.add_argument("--max-side", type=_positive_int, default=1024, help="longer image side after resizing (default 1024)")
     p.add_argument("--matching", choices=("auto", "exhaustive", "sequential"), default="auto",
@@ -70,37 +107,28 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--focal", type=float, default=None, help="known focal length in pixels of the resized frames")
     p.add_argument("--scale", type=float, default=None, help="metres per reconstruction unit, if known")
     p.add_argument("--verify", action="store_true", help="for clips with known cameras: also run SfM and report errors")
-    p.set_defaults(func=_cmd_poses)
 
-    p = sub.add_parser("splat", help="train Gaussian splats on a run's posed clip (gsplat on CUDA, CPU otherwise)")
-    p.add_argument("run", type=Path, help="run folder after `poses`, or after `render-orbit` (known cameras)")
+
+def _add_splat_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `splat` (and `reconstruct`)."""
     p.add_argument("--backend", choices=("auto", "gsplat", "cpu"), default="auto", help="auto: gsplat with CUDA, else cpu")
     p.add_argument("--steps", type=_positive_int, default=3000, help="training steps (default 3000)")
     p.add_argument("--max-gaussians", type=_positive_int, default=300_000, help="cap on the number of Gaussians")
     p.add_argument("--sh-degree", type=int, choices=(0, 1, 2, 3), default=3, help="highest SH band (default 3)")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate held-out frames every N steps (curve)")
-    p.set_defaults(func=_cmd_splat)
+    p.add_argument("--strategy", choices=("default", "mcmc"), default="default",
+                   help="gsplat densification strategy: default (3DGS) or mcmc (default: default)")
 
-    p = sub.add_parser("export", help="write engine-ready, validated GLB / USD / splat files into RUN/asset")
-    p.add_argument("run", type=Path, help="run folder (after `splat`; or any folder when --mesh is given)")
+
+def _add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `export` (and `reconstruct`)."""
     p.add_argument("--engine", choices=("gltf", "unity", "unreal"), default="gltf",
                    help="axes/units/pivot preset: gltf and unity = +Y up, metres; unreal = +Z up, cm (default gltf)")
     p.add_argument("--formats", default="glb,usdz,usdc,ply,splat,khr",
                    help="comma list of glb, usdc, usdz, ply, splat, khr (default: all)")
     p.add_argument("--faces", type=_positive_int, default=20000, help="face budget of LOD0 (default 20000)")
     p.add_argument("--height", type=float, default=None, help="real height of the asset in metres (video has no scale)")
-    p.add_argument("--mesh", type=Path, default=None, help="take the mesh from this file instead of extracting it from the splats")
     p.add_argument("--texture", choices=("png", "jpeg"), default="png", help="embedded texture type (default png; never WebP)")
-    p.set_defaults(func=_cmd_export)
-
-    p = sub.add_parser("info", help="summarise a run folder")
-    p.add_argument("run", type=Path, help="run folder")
-    p.set_defaults(func=_cmd_info)
-
-    from orbitforge.gen.world.cli import add_world_commands
-
-    add_world_commands(sub)
-    return parser
 
 
 def _resolve_asset(spec: str):
@@ -163,6 +191,12 @@ def _azimuths(clip) -> list[float]:
 
 
 def _cmd_poses(args: argparse.Namespace) -> int:
+    _poses_steps(args, command="poses")
+    return 0
+
+
+def _poses_steps(args: argparse.Namespace, command: str):
+    """Ingest (unless INPUT is already a run folder) and poses; returns the RunDir."""
     from tqdm import tqdm
 
     from orbitforge.recon.ingest import IngestConfig
@@ -184,7 +218,7 @@ def _cmd_poses(args: argparse.Namespace) -> int:
         raise InputError("INPUT is a run folder: omit -o, or pass the same folder")
     run = RunDir.open(output)
     if not from_run:
-        run.record(command="poses", inputs={"source": str(args.input)})
+        run.record(command=command, inputs={"source": str(args.input)})
         with tqdm(desc="ingest", unit="frame", disable=None) as bar:
             clip = run_ingest(run, args.input.resolve(), ingest_config, progress=bar.update)
         print(f"clip: {'already complete, skipped' if clip.skipped else 'done'} -> {clip.path} ({clip.metrics.get('frames')} frames)")
@@ -194,19 +228,24 @@ def _cmd_poses(args: argparse.Namespace) -> int:
     state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
     print(f"poses: {state}: {m.get('registered')}/{m.get('images')} frames registered, {m.get('points')} points, "
           f"reprojection {m.get('mean_reprojection_px')} px -> {result.path}")
-    return 0
+    return run
 
 
 def _cmd_splat(args: argparse.Namespace) -> int:
+    from orbitforge.rundir import RunDir
+
+    _splat_step(RunDir.open(args.run, create=False), args)
+    return 0
+
+
+def _splat_step(run, args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from orbitforge.recon.splat.trainer import SplatConfig
     from orbitforge.recon.stages import run_splat
-    from orbitforge.rundir import RunDir
 
     config = SplatConfig(steps=args.steps, backend=args.backend, max_gaussians=args.max_gaussians,
-                         sh_degree=args.sh_degree, eval_every=args.eval_every)
-    run = RunDir.open(args.run, create=False)
+                         sh_degree=args.sh_degree, eval_every=args.eval_every, strategy=args.strategy)
     with tqdm(total=config.steps, desc="splat", unit="step", disable=None) as bar:
         def progress(step: int, stats: dict) -> None:
             bar.n = step
@@ -218,27 +257,47 @@ def _cmd_splat(args: argparse.Namespace) -> int:
     state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
     print(f"splats: {state}: held-out PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, {m['gaussians']} Gaussians "
           f"({m['backend']}) -> {result.path / 'splats.ply'}")
-    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from orbitforge.export.glb import GlbConfig
-    from orbitforge.export.stage import ExportConfig, run_export
     from orbitforge.rundir import RunDir
 
-    formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
-    config = ExportConfig(engine=args.engine, formats=formats, faces=args.faces, height_m=args.height,
-                          glb=GlbConfig(texture_format=args.texture))
+    config = _export_config(args)
     if args.mesh is not None and not args.mesh.is_file():
         raise InputError(f"mesh file not found: {args.mesh}")
     run = RunDir.open(args.run, create=args.mesh is not None)
-    result = run_export(run, config, mesh_path=args.mesh.resolve() if args.mesh else None,
-                        status=lambda text: print(f"export: {text}", flush=True))
+    _export_step(run, config, mesh_path=args.mesh.resolve() if args.mesh else None)
+    return 0
+
+
+def _export_config(args: argparse.Namespace):
+    from orbitforge.export.glb import GlbConfig
+    from orbitforge.export.stage import ExportConfig
+
+    formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
+    return ExportConfig(engine=args.engine, formats=formats, faces=args.faces, height_m=args.height,
+                        glb=GlbConfig(texture_format=args.texture))
+
+
+def _export_step(run, config, mesh_path: Path | None = None):
+    from orbitforge.export.stage import run_export
+
+    result = run_export(run, config, mesh_path=mesh_path, status=lambda text: print(f"export: {text}", flush=True))
     m = result.metrics
     state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
     v = m.get("validation", {})
     print(f"export: {state}: {len(m.get('files', {}))} files for {m.get('engine')}, validation "
           f"{v.get('errors', '?')} errors, {v.get('warnings', '?')} warnings -> {result.path}")
+    return result
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    """ingest -> poses -> splat -> export in one run folder; every stage resumes on re-run."""
+    config = _export_config(args)  # checked before hours of work, not after
+    run = _poses_steps(args, command="reconstruct")
+    _splat_step(run, args)
+    result = _export_step(run, config)
+    print(f"asset: {result.path} (previews in {run.root / 'preview'})")
     return 0
 
 
