@@ -114,6 +114,8 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise InputError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    if not frames.flags.writeable:  # e.g. np.asarray(PIL image): torch warns on read-only memory
+        frames = frames.copy()
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # [T, 3, H, W]
     return x / 127.5 - 1.0
 

@@ -1,0 +1,279 @@
+"""Training the orbit model: tiny VAE and DiT runs on a tiny world dataset, resume, safetensors-only
+checkpoints, and `orbitforge generate` end to end with a tiny pipeline.
+
+Everything is tiny (12 assets x 4 views at 32 px, the "tiny" model preset, a 1-layer 16-d BERT
+as text encoder), so each test takes seconds on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from orbitforge.errors import InputError
+from orbitforge.gen.train import TrainConfig, train_dit, train_vae
+
+PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth", ".ckpt", ".pickle")
+WORDS = ("a an the red blue green golden white black brown gray mug chair vase box sword lamp with stripes dots "
+         "small large").split()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run fastest on one thread (see tests/test_gen_model.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory) -> str:
+    """A 1-layer, 16-d BERT with a word-level tokenizer, saved with safetensors."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=5 + len(WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    """12 assets x 4 views at 32 px: 8 train, 2 val, 2 test."""
+    from orbitforge.gen.world.dataset import DatasetConfig, build_dataset
+
+    root = tmp_path_factory.mktemp("world") / "data"
+    build_dataset(root, DatasetConfig(assets=12, views=4, size=32, shard_size=8, val_fraction=0.3, supersample=1),
+                  workers=1)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def config(dataset, text_model) -> TrainConfig:
+    return TrainConfig(data=dataset, frames=4, size=32, model="tiny", text_model=text_model, batch_size=4, lr=3e-3,
+                       warmup_steps=2, steps=24, checkpoint_every=12, sample_every=12, log_every=4, eval_assets=2,
+                       sample_steps=2)
+
+
+@pytest.fixture(scope="module")
+def trained_vae(config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vae_run")
+    return train_vae(config, out), out
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in Path(folder).rglob("*") if p.is_file()]
+
+
+def _assert_no_pickles(folder: Path) -> None:
+    pickled = [p for p in _files(folder) if p.suffix in PICKLE_SUFFIXES]
+    assert not pickled, pickled
+
+
+def test_vae_trains_measures_psnr_and_saves_safetensors_only(trained_vae):
+    result, out = trained_vae
+    log = json.loads((out / "log.json").read_text())
+    first, last = log["eval"][0], log["eval"][-1]
+    assert first["step"] == 0 and last["step"] == 24
+    for split in ("val", "test"):  # held-out reconstruction PSNR rises
+        assert last[f"psnr_{split}"] > first[f"psnr_{split}"] + 1.0, (first, last)
+    assert log["train"][-1]["loss"] < log["train"][0]["loss"]
+    assert result.metrics["scaling_factor"] > 0 and result.output == out / "vae"
+    assert json.loads((out / "vae" / "config.json").read_text())["scaling_factor"] == result.metrics["scaling_factor"]
+    assert (out / "loss.png").is_file() and (out / "samples" / "step-0000024.png").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000012", "step-0000024"]
+    _assert_no_pickles(out)
+
+
+def test_dit_trains_on_vae_latents_and_saves_a_pipeline(config, trained_vae, tmp_path):
+    from orbitforge.gen.pipeline import OrbitVideoPipeline
+
+    out = tmp_path / "dit"
+    result = train_dit(replace(config, vae=str(trained_vae[1])), out)
+    log = json.loads((out / "log.json").read_text())
+    first, last = log["eval"][0], log["eval"][-1]
+    for split in ("val", "test"):  # held-out flow loss with fixed noise falls (untrained: ~2)
+        assert last[f"loss_{split}"] < 0.8 * first[f"loss_{split}"], (first, last)
+    # each caption was encoded once, into the dataset's caption cache
+    assert len(list((out / "cache").glob("text-*.safetensors"))) == 1
+    assert len(list((out / "cache").glob("latents-*.safetensors"))) == 1
+    pipe = OrbitVideoPipeline.from_pretrained(result.output)
+    assert pipe.config.default_frames == 4 and pipe.config.default_size == 32
+    ema = load_file(out / "checkpoints" / "step-0000024" / "ema.safetensors")
+    for name, value in pipe.transformer.state_dict().items():  # the shipped weights are the EMA's
+        torch.testing.assert_close(value, ema[name], rtol=0, atol=0)
+    assert (out / "samples" / "step-0000024.png").is_file()
+    _assert_no_pickles(out)
+
+
+def test_dit_needs_a_trained_vae(config, tmp_path):
+    with pytest.raises(InputError, match="train vae"):
+        train_dit(config, tmp_path / "a")
+    with pytest.raises(InputError, match="no trained VAE"):
+        train_dit(replace(config, vae=str(tmp_path / "missing")), tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("kind", ["vae", "dit"])
+def test_resume_continues_at_the_right_step_with_identical_state(kind, config, trained_vae, tmp_path):
+    config = replace(config, steps=8, checkpoint_every=100, sample_every=0, vae=str(trained_vae[1]))
+    train = train_vae if kind == "vae" else train_dit
+    train(config, tmp_path / "once")
+    first = train(config, tmp_path / "twice", stop_at=4)
+    assert first.step == 4 and not (tmp_path / "twice" / first.output.name).exists()
+    second = train(config, tmp_path / "twice")
+    assert (second.resumed_from, second.step) == (4, 8)
+    for name in ("model", "ema", "optimizer"):
+        a = load_file(tmp_path / "once" / "checkpoints" / "step-0000008" / f"{name}.safetensors")
+        b = load_file(tmp_path / "twice" / "checkpoints" / "step-0000008" / f"{name}.safetensors")
+        assert a.keys() == b.keys() and len(a) > 0
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=f"{name} {key}")
+    steps = [e["step"] for e in json.loads((tmp_path / "twice" / "log.json").read_text())["train"]]
+    assert steps == [4, 8]  # one log, no duplicated or lost entries across the resume
+    _assert_no_pickles(tmp_path / "twice")
+
+
+def test_run_folder_of_other_settings_is_refused(config, tmp_path):
+    train_vae(replace(config, steps=2, sample_every=0), tmp_path / "run")
+    with pytest.raises(InputError, match="lr differ"):
+        train_vae(replace(config, steps=2, sample_every=0, lr=1e-4), tmp_path / "run")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        train_vae(config, tmp_path / "other")
+    with pytest.raises(InputError, match="multiple of 8"):
+        TrainConfig(size=20, model="tiny")
+    with pytest.raises(InputError, match="world dataset"):
+        TrainConfig(data=str(tmp_path / "nothing"))
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+def _cli(argv: list[str]) -> int:
+    """The commands on a bare parser, as orbitforge.cli wires them."""
+    from orbitforge.gen.cli_generate import add_generate_command, add_train_commands
+
+    parser = argparse.ArgumentParser(prog="orbitforge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_generate_command(sub)
+    add_train_commands(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(text_model, tmp_path_factory) -> Path:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from orbitforge.gen.dit import OrbitDiT
+    from orbitforge.gen.pipeline import OrbitVideoPipeline
+    from orbitforge.gen.vae import make_vae
+
+    torch.manual_seed(0)
+    transformer = OrbitDiT(in_channels=4, patch_size=1, width=32, num_layers=2, num_heads=2, text_dim=16)
+    with torch.no_grad():
+        for p in transformer.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    pipe = OrbitVideoPipeline(transformer, make_vae("tiny"), FlowMatchEulerDiscreteScheduler(), text_model=text_model,
+                              default_frames=4, default_size=16)
+    folder = tmp_path_factory.mktemp("pipe") / "orbit"
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def test_generate_cli_writes_clip_transforms_video_and_previews(tiny_pipeline, tmp_path, capsys):
+    from PIL import Image
+
+    run = tmp_path / "run"
+    argv = ["generate", "a crimson mug with white stripes", "-o", str(run), "--model", str(tiny_pipeline),
+            "--frames", "5", "--size", "24", "--steps", "2", "--elevation", "30", "--show-recaption"]
+    assert _cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert 'recaption: "a red mug with white stripes"' in printed
+    frames = sorted((run / "clip" / "frames").glob("*.png"))
+    assert len(frames) == 5 and Image.open(frames[0]).size == (24, 24)
+    transforms = json.loads((run / "clip" / "transforms.json").read_text())
+    assert len(transforms["frames"]) == 5
+    assert (run / "clip" / "clip.mp4").stat().st_size > 0
+    assert (run / "preview" / "contact_sheet.png").is_file() and (run / "preview" / "turntable.gif").is_file()
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["inputs"]["caption"] == "a red mug with white stripes"
+    assert manifest["inputs"]["attributes"]["category"] == "mug"
+    assert _cli(argv) == 0 and "skipped" in capsys.readouterr().out  # the same command resumes
+
+
+def test_generate_cli_errors_are_one_line(tiny_pipeline, tmp_path, monkeypatch):
+    monkeypatch.delenv("ORBITFORGE_MODEL", raising=False)
+    with pytest.raises(InputError) as excinfo:
+        _cli(["generate", "a mug", "-o", str(tmp_path / "run"), "--model", str(tmp_path / "none")])
+    message = str(excinfo.value)
+    assert "\n" not in message and "orbitforge train dit" in message and "--model" in message
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(InputError, match="image not found"):
+        _cli(["generate", "a mug", "-o", str(tmp_path / "run"), "--model", str(tiny_pipeline),
+              "--image", str(tmp_path / "no.png")])
+    with pytest.raises(InputError, match="multiple of 8"):
+        _cli(["generate", "a mug", "-o", str(tmp_path / "run"), "--model", str(tiny_pipeline), "--size", "20"])
+
+
+def test_generate_cli_takes_an_image(tiny_pipeline, tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "object.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(image)
+    argv = ["generate", "a vase", "-o", str(tmp_path / "run"), "--model", str(tiny_pipeline), "--image", str(image),
+            "--steps", "1", "--no-recaption"]
+    assert _cli(argv) == 0
+    assert len(list((tmp_path / "run" / "clip" / "frames").glob("*.png"))) == 4
+
+
+def test_train_cli_runs_and_resumes(dataset, text_model, tmp_path, capsys):
+    argv = ["train", "vae", "--data", dataset, "-o", str(tmp_path / "vae"), "--model", "tiny", "--size", "32",
+            "--frames", "4", "--text-model", text_model, "--batch-size", "2", "--steps", "2", "--sample-every", "0",
+            "--eval-assets", "1"]
+    assert _cli(argv + ["--stop-at", "1"]) == 0
+    assert "stopped at step 1 of 2" in capsys.readouterr().out
+    assert _cli(argv) == 0
+    assert "from step 1" in capsys.readouterr().out
+    assert (tmp_path / "vae" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_procedural_data_trains_without_a_dataset(text_model, tmp_path):
+    from orbitforge.gen.train import _ProceduralOrbits
+
+    source = _ProceduralOrbits(16, 2)
+    a, b = source.batch(5, 2, seed=0), source.batch(5, 2, seed=0)
+    np.testing.assert_array_equal(a.frames, b.frames)  # a pure function of (seed, batch index)
+    assert a.captions == b.captions and a.frames.shape == (2, 2, 16, 16, 3)
+    assert not np.array_equal(source.batch(6, 2, seed=0).frames, a.frames)
+    config = TrainConfig(frames=2, size=16, model="tiny", text_model=text_model, batch_size=2, steps=2,
+                         sample_every=0, eval_assets=1, warmup_steps=1)
+    result = train_vae(config, tmp_path / "vae")
+    assert result.step == 2 and "psnr_heldout" in result.metrics
+
+
+@pytest.mark.slow  # a spawned worker imports torch and diffusers afresh: ~30 s on a busy 2-core machine
+def test_procedural_batches_from_worker_processes_match_inline_ones():
+    from orbitforge.gen.train import _batches, _ProceduralOrbits
+
+    config = TrainConfig(frames=2, size=16, model="tiny", batch_size=2, workers=1)
+    source = _ProceduralOrbits(config.size, config.frames)
+    inline = _batches(source, 3, replace(config, workers=0), 2, rank=0, world=1)
+    spawned = _batches(source, 3, config, 2, rank=0, world=1)
+    for _ in range(2):
+        a, b = next(inline), next(spawned)
+        np.testing.assert_array_equal(a.frames, b.frames)
+        assert a.captions == b.captions
