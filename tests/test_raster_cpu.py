@@ -96,6 +96,22 @@ def test_fast_does_not_depend_on_tile_size(tile_size):
         torch.testing.assert_close(other[2][name], base[2][name], **GRAD_TOL)
 
 
+def test_wide_gaussian_rows_that_miss_its_ellipse_in_a_far_tile():
+    """One wide, faint Gaussian whose box reaches tiles far from x = 0 on rows its ellipse misses:
+    an empty row once started a chunk at a negative column and wrote outside the tile state
+    (a wrong image, then a crash in training on 400 x 300 photos)."""
+    scene = _one_gaussian([374.4828, 240.2423], [0.00551435, 0.0, 0.03472151], 0.16974878,
+                          [0.33, 0.11, 0.73], radius=41)
+    scene = {k: v.repeat(1, 3, *([1] * (v.dim() - 2))) for k, v in scene.items()}
+    scene["means2d"][0, 1:] += torch.tensor([[-150.0, -100.0], [-300.0, 20.0]])
+    ref = _run(rasterize_reference, scene, 401, 299)
+    fast = _run(rasterize_fast, scene, 401, 299)
+    torch.testing.assert_close(fast[0], ref[0], **FWD_TOL)
+    torch.testing.assert_close(fast[1], ref[1], **FWD_TOL)
+    for name, grad in ref[2].items():
+        torch.testing.assert_close(fast[2][name], grad, **GRAD_TOL, msg=lambda m, n=name: f"d/d{n}: {m}")
+
+
 def _one_gaussian(mean, conic, opacity, colour, radius=3):
     return {
         "means2d": torch.tensor([[mean]]), "conics": torch.tensor([[conic]]), "colors": torch.tensor([[colour]]),

@@ -446,7 +446,13 @@ def _tile_rect(ct, n_tiles, tiles_x, tile_size, width, height):  # pragma: no co
 
 @njit(cache=True, inline="always")
 def _lane_chunks(c_lo, c_hi, x0):  # pragma: no cover - compiled
-    """range of the first tile-local column of each LANES-wide chunk that meets [c_lo, c_hi]."""
+    """range of the first tile-local column of each LANES-wide chunk that meets [c_lo, c_hi].
+
+    An empty row (c_hi < c_lo, e.g. the (1, 0) of `_ellipse_cols`) must give no chunk: floor
+    division of 1 - x0 would otherwise start a chunk at a negative column, and the kernels would
+    write outside their tile state (found with NUMBA_BOUNDSCHECK=1 on a 401 x 299 image)."""
+    if c_hi < c_lo:
+        return range(0, 0, LANES)
     return range((c_lo - x0) // LANES * LANES, c_hi - x0 + 1, LANES)
 
 
