@@ -19,21 +19,12 @@ import os
 from dataclasses import fields
 from pathlib import Path
 
+from orbitforge.cli import _positive_int  # one definition of the CLI's number checks
 from orbitforge.errors import InputError
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "orbit-starter"
 """Where the starter checkpoint lives in a checkout; $ORBITFORGE_MODEL overrides it."""
 MODEL_ENV = "ORBITFORGE_MODEL"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_generate_command(subparsers: argparse._SubParsersAction) -> None:

@@ -22,3 +22,30 @@ def data_path(relative: str) -> Path:
 @pytest.fixture
 def spot_glb() -> Path:
     return data_path("assets/spot/spot_textured.glb")
+
+
+def make_tiny_bert(folder: Path, words: list[str], *, max_positions: int = 64) -> str:
+    """A 1-layer, 16-d BERT with a word-level tokenizer over `words`, saved with safetensors:
+    a local text model for tests (the product never downloads one)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=max_positions)).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine two threads spin-wait
+    on each other (a pipeline call took ~2 s with 2 threads, ~0.1 s with 1)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

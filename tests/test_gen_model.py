@@ -23,34 +23,20 @@ from orbitforge.gen.pipeline import OrbitSettings, OrbitVideoPipeline
 from orbitforge.gen.text import SentenceEncoder
 from orbitforge.gen.vae import decode_latents, encode_frames, make_vae, measure_latent_scale
 
+from conftest import make_tiny_bert
+
 WORDS = "a an the red blue green golden white black mug chair vase box sword lamp with stripes dots mini".split()
 TEXT_DIM = 16
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine two threads spin-wait
-    on each other (a pipeline call took ~2 s with 2 threads, ~0.1 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def tiny_text_model(tmp_path_factory) -> str:
-    """A 1-layer, 16-d BERT and its word-level tokenizer, saved locally with safetensors."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=TEXT_DIM, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=32)
-    BertModel(config).save_pretrained(folder)  # safetensors by default
-    return str(folder)
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), WORDS, max_positions=32)
 
 
 def _randomize(module: torch.nn.Module, seed: int, std: float = 0.2) -> torch.nn.Module:

@@ -20,32 +20,21 @@ from safetensors.torch import load_file
 from orbitforge.errors import InputError
 from orbitforge.gen.train import TrainConfig, train_dit, train_vae
 
+from conftest import make_tiny_bert
+
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth", ".ckpt", ".pickle")
 WORDS = ("a an the red blue green golden white black brown gray mug chair vase box sword lamp with stripes dots "
          "small large").split()
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread (see tests/test_gen_model.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def text_model(tmp_path_factory) -> str:
-    """A 1-layer, 16-d BERT with a word-level tokenizer, saved with safetensors."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=5 + len(WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(folder)
-    return str(folder)
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), WORDS)
 
 
 @pytest.fixture(scope="module")
