@@ -211,7 +211,7 @@ def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None,
     """Stage "asset" over a run folder: RUN/asset/ with every format and validation.json.
 
     The mesh comes from `mesh_path` when given, else from `orbitforge.export.mesh.mesh_from_splats`
-    over RUN/splats and the posed clip (when that module exists); splats from RUN/splats/splats.ply.
+    over RUN/splats and the posed clip; splats from RUN/splats/splats.ply.
     On a validation failure the report is kept as RUN/asset.validation.json (the stage folder is
     not created) and ExportValidationError says so in one line.
     """
@@ -269,17 +269,11 @@ def _asset_previews(glb: Path, folder: Path, *, redraw: bool, frames: int = 24, 
 
 
 def _mesh_from_splats(run, scene: GaussianScene, faces: int) -> list[MeshAsset]:
-    """The mesh through export.mesh (item 1 of issue 5) when that module is present."""
-    try:
-        from orbitforge.export.mesh import MeshConfig, mesh_from_splats
-    except ImportError:
-        raise InputError("this build cannot extract a mesh from splats yet (orbitforge.export.mesh is missing); "
-                         "pass --mesh PATH, or export splat formats only (--formats ply,splat,khr)") from None
+    """The textured mesh of RUN's splats over its posed clip (export/mesh.py)."""
+    from orbitforge.export.mesh import MeshConfig, mesh_from_splats
     from orbitforge.recon.stages import posed_clip
 
-    clip = posed_clip(run)[0]
-    asset = mesh_from_splats(scene, clip, MeshConfig(faces=faces))
-    return list(asset) if isinstance(asset, (list, tuple)) else [asset]
+    return [mesh_from_splats(scene, posed_clip(run)[0], MeshConfig(faces=faces))]
 
 
 __all__ = ["ExportConfig", "export_asset", "run_export", "FORMATS", "ENGINES"]
