@@ -144,16 +144,14 @@ def measure(n: int, size: int, args) -> dict:
         entry["reference"] = {"skipped": f"{pairs / 1e6:.0f}M (Gaussian, pixel) pairs > --ref-max-pairs "
                                          f"{args.ref_max_pairs / 1e6:.0f}M (memory)"}
     else:
-        entry["reference"] = time_backend(rasterize_reference, scene, size, args.ref_repeats)
-        entry["reference"]["max_abs_diff_render"] = float((entry["reference"].pop("render") - fast_render).abs().max())
+        entry["reference"] = _time_peer(rasterize_reference, scene, size, args.ref_repeats, fast_render)
         entry["speedup"] = entry["reference"]["fwd_bwd_s"] / entry["fast"]["fwd_bwd_s"]
     elements = peer_elements(scene, size)
     if elements > args.peer_max_elements:
         entry["torch_tiles"] = {"skipped": f"{elements / 1e6:.0f}M dense elements > --peer-max-elements "
                                            f"{args.peer_max_elements / 1e6:.0f}M (memory)"}
     else:
-        entry["torch_tiles"] = time_backend(rasterize_torch_tiles, scene, size, args.ref_repeats)
-        entry["torch_tiles"]["max_abs_diff_render"] = float((entry["torch_tiles"].pop("render") - fast_render).abs().max())
+        entry["torch_tiles"] = _time_peer(rasterize_torch_tiles, scene, size, args.ref_repeats, fast_render)
         entry["speedup_vs_torch_tiles"] = entry["torch_tiles"]["fwd_bwd_s"] / entry["fast"]["fwd_bwd_s"]
     if n == 10_000 and size in ISSUE_BASELINE_S:
         entry["issue_baseline_s"] = ISSUE_BASELINE_S[size]
@@ -190,6 +188,13 @@ def print_report(rows: list[dict], repeats: int) -> None:
         print(f"| {r['gaussians']:,} | {r['size']}² | {r['pairs'] / 1e6:.1f}M | {f['fwd_s']:.4f} | {f['bwd_s']:.4f} "
               f"| {f['fwd_bwd_s']:.4f} ({f['fwd_bwd_best_s']:.4f}) | {f['fwd_bwd_cpu_s']:.4f} | {ref_s} | {speed} "
               f"| {peer_s} | {peer_speed} | {issue} |")
+
+
+def _time_peer(fn, scene, size: int, repeats: int, fast_render) -> dict:
+    """A peer's timings plus its largest pixel difference from the fast path's render."""
+    result = time_backend(fn, scene, size, repeats)
+    result["max_abs_diff_render"] = float((result.pop("render") - fast_render).abs().max())
+    return result
 
 
 def main() -> None:
