@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -270,10 +271,23 @@ def _asset_previews(glb: Path, folder: Path, *, redraw: bool, frames: int = 24, 
 
 def _mesh_from_splats(run, scene: GaussianScene, faces: int) -> list[MeshAsset]:
     """The textured mesh of RUN's splats over its posed clip (export/mesh.py)."""
-    from orbitforge.export.mesh import MeshConfig, mesh_from_splats
+    from orbitforge.export.mesh import mesh_from_splats
     from orbitforge.recon.stages import posed_clip
 
-    return [mesh_from_splats(scene, posed_clip(run)[0], MeshConfig(faces=faces))]
+    clip = posed_clip(run)[0]
+    return [mesh_from_splats(scene, clip, mesh_config_for(clip.width, clip.height, faces))]
+
+
+def mesh_config_for(width: int, height: int, faces: int):
+    """MeshConfig sized to the input frames: frames of side s carry no more detail than a texture
+    of about 8 s texels, nor depth renders of more than 2 s pixels.  Clips of 128 px and more get
+    the full 1024^2 texture and 256 px depth renders; a 32 px generated clip gets 256^2 and 64 px,
+    several times faster with nothing lost."""
+    from orbitforge.export.mesh import MeshConfig
+
+    side = max(width, height)
+    texture = int(min(1024, max(256, 2 ** math.ceil(math.log2(8 * side)))))
+    return MeshConfig(faces=faces, texture_size=texture, render_size=int(min(256, max(64, 2 * side))))
 
 
 __all__ = ["ExportConfig", "export_asset", "run_export", "FORMATS", "ENGINES"]

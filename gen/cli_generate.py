@@ -2,7 +2,7 @@
 
     orbitforge generate "a red vase with white stripes" -o RUN [--model DIR] [--image PATH]
         [--elevation 20] [--frames T] [--size S] [--steps 25] [--guidance 3] [--seed 0]
-        [--show-recaption] [--no-recaption]
+        [--show-recaption] [--no-recaption] [--to-asset [--splat-steps N] [--engine unity] ...]
     orbitforge train vae --data DIR|procedural -o OUT [--model cpu] [--size 64] [--steps N] ...
     orbitforge train dit --data DIR|procedural --vae VAE_OUT -o OUT [...]
 
@@ -19,7 +19,8 @@ import os
 from dataclasses import fields
 from pathlib import Path
 
-from orbitforge.cli import _positive_int  # one definition of the CLI's number checks
+# one definition of the CLI's number checks and of the splat/export options and steps
+from orbitforge.cli import _add_export_arguments, _add_splat_arguments, _positive_int
 from orbitforge.errors import InputError
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "orbit-starter"
@@ -44,6 +45,11 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--show-recaption", action="store_true", help="print how the prompt was rewritten for the model")
     p.add_argument("--no-recaption", action="store_true", help="condition on the prompt exactly as given")
+    p.add_argument("--to-asset", action="store_true",
+                   help="go on to splats (with the clip's known cameras) and a validated export in RUN/asset")
+    group = p.add_argument_group("with --to-asset: splats and export")
+    _add_splat_arguments(group, steps_option="--splat-steps")
+    _add_export_arguments(group)
     p.set_defaults(func=_cmd_generate)
 
 
@@ -73,6 +79,8 @@ def _read_image(path: Path):
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from orbitforge.cli import _export_config, _export_step, _splat_step
+
     from orbitforge.clip import Clip
     from orbitforge.gen.pipeline import OrbitSettings, OrbitVideoPipeline
     from orbitforge.gen.text import BUNDLED, SentenceEncoder
@@ -83,6 +91,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise InputError('the prompt is empty; describe the object, e.g. "a red vase with white stripes"')
     model = resolve_model(args.model)
+    export_config = _export_config(args) if args.to_asset else None  # checked before the clip, not after
     image = _read_image(args.image) if args.image is not None else None
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     pipe = OrbitVideoPipeline.from_pretrained(model).to(device)
@@ -133,6 +142,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
     print(f"clip: {state} -> {result.path} ({frames} frames, {size} px, \"{caption}\")")
     print(f"previews: {sheet_path}, {gif_path}")
+    if args.to_asset:  # the clip's cameras are known: no COLMAP, straight to splats
+        _splat_step(run, args)
+        asset = _export_step(run, export_config)
+        print(f"asset: {asset.path} (previews in {run.root / 'preview'})")
     return 0
 
 
@@ -171,7 +184,7 @@ def _field_docs(cls) -> dict[str, str]:
 
 
 def _add_train_arguments(p: argparse.ArgumentParser, kind: str) -> None:
-    from orbitforge.gen.train import MODEL_PRESETS, TrainConfig
+    from orbitforge.gen.config import MODEL_PRESETS, TrainConfig  # light: no torch at parse time
 
     d = TrainConfig()
     types = {f.name: f.type for f in fields(TrainConfig)}

@@ -30,36 +30,11 @@ from dataclasses import dataclass
 import torch
 
 from orbitforge.errors import InputError
+from orbitforge.gen.config import FlowLossConfig  # noqa: F401 (re-exported: the objective's settings)
 from orbitforge.gen.dit import ROLE_IMAGE, ROLE_KNOWN, ROLE_NOISY, OrbitDiT
 from orbitforge.gen.text import TextEmbeddings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FlowLossConfig:
-    """Hyperparameters of the objective; the defaults are the starter model's."""
-
-    logit_mean: float = 0.0
-    """Mean of the normal whose sigmoid is sigma (SD3 uses 0)."""
-    logit_std: float = 1.0
-    """Standard deviation of that normal (SD3 uses 1)."""
-    text_dropout: float = 0.1
-    """Probability that a sample's text is replaced by the null embeddings (CFG, Ho & Salimans 2022)."""
-    image_dropout: float = 0.5
-    """Probability that a sample not extending a clip gets no conditioning image (text-only)."""
-    extend_prob: float = 0.1
-    """Probability that a sample trains clip extension from a known prefix or suffix."""
-    num_train_timesteps: int = 1000
-    """timestep = sigma * this; must match the scheduler's `num_train_timesteps`."""
-
-    def __post_init__(self) -> None:
-        for name in ("text_dropout", "image_dropout", "extend_prob"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise InputError(f"{name} is a probability in [0, 1], got {value}")
-        if not self.logit_std > 0:
-            raise InputError(f"logit_std must be positive, got {self.logit_std}")
 
 
 @dataclass(frozen=True)

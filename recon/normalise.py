@@ -61,8 +61,12 @@ def up_direction(cameras: Cameras) -> np.ndarray:
 
     A walk-around orbit lies in a plane whose normal is the cameras' up: then that normal,
     signed like the cameras' mean up (-y in OpenCV axes), is the most precise estimate.  When
-    the cameras' ups do not follow the normal (a vertical ring over the object, a free-hand
-    sweep), the mean camera up is used instead.
+    the cameras' ups lie in the ring's plane instead, the photos were taken rolled by 90 deg
+    (portrait photos stored sideways, as in Middlebury's templeRing) or the ring is vertical.
+    A rolled walk-around still looks down at the object from above the ring's centre, so when
+    the ring sits clearly above the point the cameras look at (more than 3 deg of elevation),
+    the normal pointing to that side is up; otherwise (a vertical ring over the object, a
+    free-hand sweep) the mean camera up is used.
     """
     ups = -cameras.c2w[:, :3, 1]
     mean_up = ups.mean(0)
@@ -74,6 +78,11 @@ def up_direction(cameras: Cameras) -> np.ndarray:
         planar = s[1] > 1e-9 and s[2] < 0.5 * s[1]
         if planar and np.median(np.abs(ups @ normal)) > 0.7:
             return normal * np.sign(normal @ mean_up)
+        if planar and np.median(np.abs(ups @ normal)) < 0.3:
+            height = (cameras.centres.mean(0) - look_at_centre(cameras)) @ normal
+            radius = np.median(np.linalg.norm(centres, axis=1))
+            if abs(height) > np.tan(np.radians(3.0)) * radius:
+                return normal * np.sign(height)
     return mean_up
 
 

@@ -123,6 +123,7 @@ def run_splat(run: RunDir, config: SplatConfig, progress: Callable[[int, dict], 
     from orbitforge.gaussians import save_ply
     from orbitforge.viewers.preview import contact_sheet
     from orbitforge.recon.splat.trainer import train_splats
+    from orbitforge.viewers.live import LIVE_SNAPSHOT
     from orbitforge.viewers.preview import save_image, training_curve
 
     clip, points, colours, depends = posed_clip(run)
@@ -132,8 +133,10 @@ def run_splat(run: RunDir, config: SplatConfig, progress: Callable[[int, dict], 
     checkpoint = run.root / ".checkpoints" / "splats.safetensors"
 
     def stage(tmp: Path) -> dict:
+        # the live snapshot sits in the partial folder, so it goes away with it (`orbitforge view`)
         result = train_splats(clip, config, points=points, colours=colours, progress=progress,
-                              checkpoint=checkpoint, checkpoint_key=key)
+                              checkpoint=checkpoint, checkpoint_key=key, snapshot=tmp / LIVE_SNAPSHOT)
+        (tmp / LIVE_SNAPSHOT).unlink(missing_ok=True)  # not part of the finished stage
         save_ply(result.scene, tmp / "splats.ply")
         (tmp / "eval.json").write_text(json.dumps(result.metrics, indent=2))
         (tmp / "renders").mkdir()

@@ -15,6 +15,8 @@ APT_PACKAGES=(libusb-1.0-0)  # open3d's wheel links libusb
 case ",$EXTRAS," in *,bench,*) APT_PACKAGES+=(libegl1 libegl-mesa0 libgl1-mesa-dri) ;; esac  # Mesa EGL: GL peer in bench/render.py
 # real importers for the export tests: Blender's glTF importer (needs Debian's numpy) and Godot
 case ",$EXTRAS," in *,dev,*) APT_PACKAGES+=(blender python3-numpy godot3-server) ;; esac
+# headless Chromium for the viewer and page tests (driven by Playwright, which never downloads its own)
+case ",$EXTRAS," in *,dev,*) APT_PACKAGES+=(chromium fonts-dejavu-core) ;; esac
 # node runs the Khronos glTF validator (orbitforge/validate.py), for every install: tests and export use it
 command -v node >/dev/null || APT_PACKAGES+=(nodejs npm)
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
@@ -45,6 +47,13 @@ spec="."
 [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
 "${PIP[@]}" install -c constraints.txt -e "$spec"
 
-# 5. The Khronos glTF validator (npm `gltf-validator`), pinned by tools/package-lock.json.
-[ -d tools/node_modules/gltf-validator ] || npm ci --prefix tools --no-audit --no-fund
+# 5. Node tools, pinned by tools/package-lock.json: the Khronos glTF validator (npm `gltf-validator`)
+#    and, for `orbitforge page`, three.js + Spark bundled by esbuild from viewers/web into one
+#    classic script (tools/dist/orbitforge-page.js; a file:// page can load nothing else).
+#    Rebuilt whenever a source under viewers/web is newer than the bundle.
+[ -d tools/node_modules/gltf-validator ] && [ -d tools/node_modules/@sparkjsdev/spark ] && [ -x tools/node_modules/.bin/esbuild ] \
+  || npm ci --prefix tools --include=dev --no-audit --no-fund
+if [ ! -f tools/dist/orbitforge-page.js ] || [ -n "$(find viewers/web tools/package-lock.json -newer tools/dist/orbitforge-page.js -type f | head -1)" ]; then
+  npm run build --prefix tools --silent
+fi
 "$VENV/bin/python" -c "import orbitforge; print('orbitforge', orbitforge.__version__, 'ready in $VENV')"

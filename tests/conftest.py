@@ -39,6 +39,27 @@ def make_tiny_bert(folder: Path, words: list[str], *, max_positions: int = 64) -
     return str(folder)
 
 
+def make_tiny_orbit_pipeline(folder: Path, text_model: str) -> Path:
+    """A 2-layer orbit DiT with random (perturbed) weights and the tiny VAE, saved to `folder`:
+    its clips are noise, but every stage after generation runs on them."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from orbitforge.gen.dit import OrbitDiT
+    from orbitforge.gen.pipeline import OrbitVideoPipeline
+    from orbitforge.gen.vae import make_vae
+
+    torch.manual_seed(0)
+    transformer = OrbitDiT(in_channels=4, patch_size=1, width=32, num_layers=2, num_heads=2, text_dim=16)
+    with torch.no_grad():
+        for p in transformer.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    pipe = OrbitVideoPipeline(transformer, make_vae("tiny"), FlowMatchEulerDiscreteScheduler(), text_model=text_model,
+                              default_frames=4, default_size=16)
+    pipe.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run fastest on one thread; on a busy 2-core machine two threads spin-wait

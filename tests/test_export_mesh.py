@@ -263,3 +263,13 @@ def test_asset_mesh_within_one_percent_full(name):
     """bench/export.py's settings: 128 px, 48 frames, 1500 steps, the default 20k-face mesh."""
     chamfer = _asset_chamfer(name, OrbitConfig(frames=48, size=128), SplatConfig(steps=1500, sh_degree=1), MeshConfig())
     assert chamfer <= 0.01, f"{name}: Chamfer {100 * chamfer:.2f}% of the diagonal"
+
+
+def test_mesh_settings_follow_the_input_resolution():
+    """Texture and depth renders no finer than the frames can fill; full size from 128 px up."""
+    from orbitforge.export.stage import mesh_config_for
+
+    small, mid, large = mesh_config_for(32, 32, 2000), mesh_config_for(128, 128, 2000), mesh_config_for(400, 300, 9)
+    assert (small.texture_size, small.render_size) == (256, 64)
+    assert (mid.texture_size, mid.render_size) == (1024, 256) == (large.texture_size, large.render_size)
+    assert mesh_config_for(80, 60, 2000).texture_size == 1024 and large.faces == 9

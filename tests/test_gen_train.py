@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from orbitforge.errors import InputError
 from orbitforge.gen.train import TrainConfig, train_dit, train_vae
 
-from conftest import make_tiny_bert
+from conftest import make_tiny_bert, make_tiny_orbit_pipeline
 
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth", ".ckpt", ".pickle")
 WORDS = ("a an the red blue green golden white black brown gray mug chair vase box sword lamp with stripes dots "
@@ -165,22 +165,7 @@ def _cli(argv: list[str]) -> int:
 
 @pytest.fixture(scope="module")
 def tiny_pipeline(text_model, tmp_path_factory) -> Path:
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    from orbitforge.gen.dit import OrbitDiT
-    from orbitforge.gen.pipeline import OrbitVideoPipeline
-    from orbitforge.gen.vae import make_vae
-
-    torch.manual_seed(0)
-    transformer = OrbitDiT(in_channels=4, patch_size=1, width=32, num_layers=2, num_heads=2, text_dim=16)
-    with torch.no_grad():
-        for p in transformer.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    pipe = OrbitVideoPipeline(transformer, make_vae("tiny"), FlowMatchEulerDiscreteScheduler(), text_model=text_model,
-                              default_frames=4, default_size=16)
-    folder = tmp_path_factory.mktemp("pipe") / "orbit"
-    pipe.save_pretrained(folder)
-    return folder
+    return make_tiny_orbit_pipeline(tmp_path_factory.mktemp("pipe") / "orbit", text_model)
 
 
 def test_generate_cli_writes_clip_transforms_video_and_previews(tiny_pipeline, tmp_path, capsys):
@@ -202,6 +187,23 @@ def test_generate_cli_writes_clip_transforms_video_and_previews(tiny_pipeline, t
     assert manifest["inputs"]["caption"] == "a red mug with white stripes"
     assert manifest["inputs"]["attributes"]["category"] == "mug"
     assert _cli(argv) == 0 and "skipped" in capsys.readouterr().out  # the same command resumes
+
+
+def test_generate_to_asset_goes_on_through_splats_and_export(tiny_pipeline, tmp_path, capsys):
+    """The clip's cameras are known, so --to-asset needs no COLMAP: clip -> splats -> validated GLB."""
+    run = tmp_path / "run"
+    argv = ["generate", "a red mug", "-o", str(run), "--model", str(tiny_pipeline), "--frames", "8", "--size", "32",
+            "--steps", "2", "--no-recaption", "--to-asset", "--splat-steps", "40", "--formats", "glb",
+            "--faces", "2000"]
+    assert _cli(argv) == 0
+    manifest = json.loads((run / "run.json").read_text())
+    assert {"clip", "splats", "asset"} <= set(manifest["stages"]) and "poses" not in manifest["stages"]
+    assert manifest["stages"]["splats"]["metrics"]["steps"] == 40
+    validation = json.loads((run / "asset" / "validation.json").read_text())
+    assert (run / "asset" / "asset.glb").stat().st_size > 0 and validation["errors"] == 0
+    printed = capsys.readouterr().out
+    assert "asset: " in printed
+    assert _cli(argv) == 0 and capsys.readouterr().out.count("skipped") == 3  # clip, splats, export resume
 
 
 def test_generate_cli_errors_are_one_line(tiny_pipeline, tmp_path, monkeypatch):

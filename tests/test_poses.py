@@ -66,6 +66,10 @@ def test_temple_ring(temple, known_intrinsics, tmp_path):
     centres = result.clip.cameras.centres
     assert np.linalg.norm(np.median(centres, axis=0)) < 0.5 * np.median(np.linalg.norm(centres, axis=1))
     assert report["normalisation"]["scale"] > 0
+    # upright although the photos are stored sideways: the ring is level and above the temple
+    # (measured: heights 0.398 +- 0.003 at radius 2.97, 7.6 deg of elevation)
+    heights, radii = centres[:, 1], np.linalg.norm(centres[:, [0, 2]], axis=1)
+    assert heights.std() < 0.02 * radii.mean() and heights.mean() > 0.05 * radii.mean()
 
 
 def test_kermit_uses_exif_focal(tmp_path):

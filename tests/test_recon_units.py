@@ -7,7 +7,7 @@ import pytest
 
 from orbitforge.cameras import Cameras, orbit
 from orbitforge.recon.metrics import pose_errors
-from orbitforge.recon.normalise import Similarity, look_at_centre, normalise_world
+from orbitforge.recon.normalise import Similarity, look_at_centre, normalise_world, up_direction
 from orbitforge.recon.poses import loop_closure_pairs
 
 
@@ -35,6 +35,27 @@ def test_normalisation_undoes_an_arbitrary_similarity(seed):
     radius = np.percentile(np.linalg.norm(norm.apply_points(moved_points), axis=1), 95)
     np.testing.assert_allclose(radius, 1.0, rtol=1e-6)
     np.testing.assert_allclose(back.centres[0] / np.linalg.norm(back.centres[0]), truth.centres[0] / 3.0, atol=1e-9)
+
+
+def test_rolled_photos_of_a_ring_still_stand_the_object_upright():
+    """Portrait photos stored sideways (templeRing): every camera rolled 90 deg about its axis.
+    The ring above the object decides up, not the cameras' own (sideways) up."""
+    truth = orbit(24, radius=3.0, elevation_deg=25, width=64, height=64)
+    roll = np.diag([1.0, 1.0, 1.0, 1.0])
+    roll[:2, :2] = [[0.0, -1.0], [1.0, 0.0]]  # camera x <- y: a 90 deg roll about the optical axis
+    rolled = Cameras(truth.K, truth.c2w @ roll, 64, 64)
+    sim = random_similarity(3)
+    back = normalise_world(sim.apply_cameras(rolled)).apply_cameras(sim.apply_cameras(rolled))
+    # the ring is horizontal again (every camera at the same height) and above the object
+    heights = back.centres[:, 1]
+    np.testing.assert_allclose(heights, heights.mean(), atol=1e-9)
+    assert heights.mean() > 0
+    # the same rolled cameras on a ring through the object's centre (a vertical half ring over
+    # it, each camera upright in the ring's plane) give no elevation to go by: their own up wins
+    half = orbit(12, radius=3.0, elevation_deg=0, width=64, height=64, sweep_deg=180.0)
+    over = Cameras(half.K, half.c2w @ roll, 64, 64)
+    mean_up = -over.c2w[:, :3, 1].mean(0)
+    np.testing.assert_allclose(up_direction(over), mean_up / np.linalg.norm(mean_up), atol=1e-9)
 
 
 def test_metric_scale_wins():

@@ -27,7 +27,7 @@ from torch import Tensor
 from orbitforge.atomic import atomic_path
 from orbitforge.clip import Clip
 from orbitforge.errors import InputError
-from orbitforge.gaussians import GaussianScene
+from orbitforge.gaussians import GaussianScene, save_ply
 from orbitforge.recon.splat.render import Backend, render_splats, resolve_backend
 from orbitforge.recon.splat.strategy import StrategyName, make_strategy, mcmc_regulariser
 
@@ -132,7 +132,8 @@ def to_scene(params: dict[str, Tensor]) -> GaussianScene:
 def train_splats(clip: Clip, config: SplatConfig = SplatConfig(), *, points: np.ndarray | None = None,
                  colours: np.ndarray | None = None, device: str | None = None,
                  progress: Callable[[int, dict], None] | None = None,
-                 checkpoint: Path | None = None, checkpoint_key: str = "") -> TrainResult:
+                 checkpoint: Path | None = None, checkpoint_key: str = "",
+                 snapshot: Path | None = None, snapshot_every_s: float = 10.0) -> TrainResult:
     """Fit Gaussians to a clip with known cameras.
 
     Args:
@@ -142,24 +143,30 @@ def train_splats(clip: Clip, config: SplatConfig = SplatConfig(), *, points: np.
         progress: called after each step with (step, stats) for a progress bar.
         checkpoint: a safetensors file to resume from (when its `checkpoint_key` matches) and
             to save to every `config.checkpoint_every` steps, so an interrupted run continues.
+        snapshot: a PLY rewritten (atomically) after the first step and then at most every
+            `snapshot_every_s` seconds, for `orbitforge view` to follow the training; time-based
+            so that its cost stays a small share however fast the steps are.
     """
     if clip.cameras is None:
         raise InputError("splatting needs cameras: run `orbitforge poses` first")
     backend = resolve_backend(config.backend)
     if backend == "gsplat":
-        return _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key)
+        return _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key,
+                      snapshot, snapshot_every_s)
     # On the CPU the rasteriser's numba kernels carry the parallelism; torch's own threads on the
     # many small ops around them (projection, SSIM, Adam) only contend with them and with other
     # processes: one torch thread measured 4x faster per step on a 2-core machine.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key)
+        return _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key,
+                      snapshot, snapshot_every_s)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key) -> TrainResult:
+def _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key,
+           snapshot=None, snapshot_every_s=10.0) -> TrainResult:
     device = device or ("cuda" if backend == "gsplat" else "cpu")
     generator = torch.Generator().manual_seed(config.seed)
     train_ids, test_ids = split_frames(len(clip), config.holdout_every)
@@ -186,6 +193,7 @@ def _train(clip, config, backend, points, colours, device, progress, checkpoint,
         group["lr"] = config.lr_means * scene_scale * decay**start
     background = torch.tensor(config.background, device=device)
     curve, skipped, t0 = [], 0, time.perf_counter()
+    last_snapshot = -math.inf
     for step in range(start, config.steps):
         i = train_ids[int(torch.randint(len(train_ids), (1,), generator=generator))]
         bg = torch.rand(3, generator=generator).to(device) if masks is not None else background
@@ -218,6 +226,9 @@ def _train(clip, config, backend, points, colours, device, progress, checkpoint,
             curve.append({"step": step + 1, "seconds": time.perf_counter() - t0, **ev["summary"]})
         if checkpoint and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save_checkpoint(checkpoint, params, optimizers, step + 1, checkpoint_key)
+        if snapshot is not None and time.perf_counter() - last_snapshot >= snapshot_every_s:
+            save_ply(to_scene(params), snapshot)
+            last_snapshot = time.perf_counter()  # from the end of the write: its cost stays bounded
         if progress is not None:
             progress(step + 1, stats)
     seconds = time.perf_counter() - t0
