@@ -49,11 +49,12 @@ spec="."
 
 # 5. Node tools, pinned by tools/package-lock.json: the Khronos glTF validator (npm `gltf-validator`)
 #    and, for `orbitforge page`, three.js + Spark bundled by esbuild from viewers/web into one
-#    classic script (tools/dist/orbitforge-page.js; a file:// page can load nothing else).
+#    classic script (viewers/web/dist/orbitforge-page.js, package data of orbitforge.viewers; a file:// page
+#    can load nothing else).
 #    Rebuilt whenever a source under viewers/web is newer than the bundle.
 [ -d tools/node_modules/gltf-validator ] && [ -d tools/node_modules/@sparkjsdev/spark ] && [ -x tools/node_modules/.bin/esbuild ] \
   || npm ci --prefix tools --include=dev --no-audit --no-fund
-if [ ! -f tools/dist/orbitforge-page.js ] || [ -n "$(find viewers/web tools/package-lock.json -newer tools/dist/orbitforge-page.js -type f | head -1)" ]; then
+if [ ! -f viewers/web/dist/orbitforge-page.js ] || [ -n "$(find viewers/web tools/package-lock.json -newer viewers/web/dist/orbitforge-page.js -type f -not -path "*/dist/*" | head -1)" ]; then
   npm run build --prefix tools --silent
 fi
 "$VENV/bin/python" -c "import orbitforge; print('orbitforge', orbitforge.__version__, 'ready in $VENV')"

@@ -33,6 +33,10 @@ def test_built_wheel_imports_the_same_way(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "orbitforge/recon/__init__.py" in names and "orbitforge/viewers/preview.py" in names
     assert not any(n.split("/")[0] in STAGES for n in names), "stage folders must not install top-level"
+    # the static page travels with the wheel: its template always, its bundle once setup built it
+    assert "orbitforge/viewers/web/viewer.html" in names
+    if (REPO / "viewers" / "web" / "dist" / "orbitforge-page.js").is_file():
+        assert "orbitforge/viewers/web/dist/orbitforge-page.js" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (

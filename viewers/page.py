@@ -4,7 +4,7 @@ with no server and no network.
 It shows the run's exported mesh (RUN/asset/asset.glb) with its texture, its Gaussian splats
 (RUN/splats/splats.ply, drawn by Spark), the cameras as frustums and the clip as a strip of
 thumbnails.  A file:// page can neither fetch() files nor load ES modules from other files, so
-the viewer is one classic script bundled at setup time (tools/dist/orbitforge-page.js, from
+the viewer is one classic script bundled at setup time (viewers/web/dist/orbitforge-page.js, from
 viewers/web/ by esbuild; `scripts/setup.sh` builds it) and the run's data is embedded in a
 classic `viewer_data.js` (base64 GLB and splat bytes, frustums, JPEG thumbnails).
 
@@ -31,8 +31,9 @@ from orbitforge.rundir import MANIFEST, RunDir
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = REPO_ROOT / "tools" / "dist" / "orbitforge-page.js"
+BUNDLE = Path(__file__).resolve().parent / "web" / "dist" / "orbitforge-page.js"
+"""Built by `scripts/setup.sh` (esbuild, tools/package.json) beside the page template, so that a
+wheel built after setup carries both as package data."""
 TEMPLATE = Path(__file__).resolve().parent / "web" / "viewer.html"
 PAGE_NAME = "viewer.html"
 DATA_NAME = "viewer_data.js"
