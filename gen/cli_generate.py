@@ -20,7 +20,8 @@ from dataclasses import fields
 from pathlib import Path
 
 # one definition of the CLI's number checks and of the splat/export options and steps
-from orbitforge.cli import _add_export_arguments, _add_splat_arguments, _positive_int
+from orbitforge.cli import (_add_export_arguments, _add_splat_arguments, _export_config, _export_step,
+                            _positive_int, _splat_step)
 from orbitforge.errors import InputError
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "orbit-starter"
@@ -78,8 +79,6 @@ def _read_image(path: Path):
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
-
-    from orbitforge.cli import _export_config, _export_step, _splat_step
 
     from orbitforge.clip import Clip
     from orbitforge.gen.pipeline import OrbitSettings, OrbitVideoPipeline
