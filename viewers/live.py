@@ -422,9 +422,9 @@ _SPLAT_COLUMNS = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale
 
 
 def _read_splat_ply(path: Path) -> dict[str, np.ndarray]:
-    """The columns the viewer draws from a 3DGS PLY, through plyfile's memory-mapped reader: it
-    reads 57k Gaussians in ~20 ms where a stream read (as `gaussians.load_ply` does) takes ~10 s;
-    the columns are copied before the file is closed, so a trainer may replace it right after."""
+    """The columns the viewer draws from a 3DGS PLY, through plyfile's memory-mapped reader (57k
+    Gaussians in ~20 ms); the columns are copied before the file is closed, so a trainer may
+    replace it right after.  `gaussians.load_ply` now reads the same way and could serve here."""
     import plyfile
 
     with open(path, "rb") as f:
