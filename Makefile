@@ -2,13 +2,17 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev demo test test-full bench clean
+.PHONY: setup setup-dev setup-nerf demo test test-full bench clean
 
 setup:
 	VENV=$(VENV) bash scripts/setup.sh
 
 setup-dev:
 	VENV=$(VENV) bash scripts/setup.sh dev
+
+# optional: nerfstudio in its own environment (.venv-nerf, ~6 GB) for `orbitforge nerf`
+setup-nerf:
+	bash scripts/setup-nerf.sh
 
 demo: setup
 	$(BIN)/orbitforge render-orbit builtin:toy -o runs/demo --frames 48 --size 256 --elevation 20
@@ -17,7 +21,7 @@ demo: setup
 test: setup-dev
 	bash scripts/test.sh $(BIN)/python
 
-test-full: setup-dev
+test-full: setup-dev setup-nerf
 	bash scripts/test.sh $(BIN)/python -m "full or not full"
 
 bench:

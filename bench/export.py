@@ -50,12 +50,15 @@ HELD_OUT_VIEWS = 4  # per held-out ring
 
 
 def chamfer(mesh, parts, samples: int = 50_000) -> float:
+    """Symmetric mean Chamfer distance of `mesh` (a MeshAsset or a trimesh) to the true parts,
+    as a fraction of the true bounding-box diagonal."""
     import trimesh
     from scipy.spatial import cKDTree
 
     truth = trimesh.util.concatenate([p.to_trimesh() for p in parts])
     a, _ = trimesh.sample.sample_surface(truth, samples, seed=0)
-    b, _ = trimesh.sample.sample_surface(mesh.to_trimesh(), samples, seed=1)
+    got = mesh.to_trimesh() if hasattr(mesh, "to_trimesh") else mesh
+    b, _ = trimesh.sample.sample_surface(got, samples, seed=1)
     d = (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()) / 2
     return float(d / np.linalg.norm(truth.bounds[1] - truth.bounds[0]))
 

@@ -1,6 +1,10 @@
-"""Mesh from splats: a textured, game-ready triangle mesh from trained Gaussians and their clip.
+"""Mesh from splats or a NeRF: a textured, game-ready triangle mesh from depth renders and the clip.
 
     mesh_from_splats(scene, clip, MeshConfig(faces=20_000)) -> MeshAsset
+    mesh_from_depths(depth, cameras, clip, MeshConfig())     -> MeshAsset   (any renderer's depth)
+
+`mesh_from_splats` does phases 1-2 and hands its depth maps to `mesh_from_depths` (3-7), which
+the NeRF backend (`recon.nerf`) calls with nerfstudio's depth renders.
 
 Phases (each a small function below):
 
@@ -147,9 +151,8 @@ def mesh_from_splats(scene: GaussianScene, clip: Clip, config: MeshConfig = Mesh
     _check_inputs(scene, clip)
     # 1. region of interest and voxel size
     region = _region_of_interest(scene, clip.cameras)
-    voxel = config.voxel_size or region.diagonal / config.voxel_resolution
     # 2. splat depth renders from the training cameras plus extra orbit rings
-    cams = _fusion_cameras(clip.cameras, region, config)
+    cams = fusion_cameras(clip.cameras, region.centre, config)
     # one torch thread: the CPU rasteriser's numba kernels carry the parallelism (as in the trainer)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -157,6 +160,28 @@ def mesh_from_splats(scene: GaussianScene, clip: Clip, config: MeshConfig = Mesh
         depth = _render_depths(scene, cams, config, report)  # [C, h, w]
     finally:
         torch.set_num_threads(threads)
+    return mesh_from_depths(depth, cams, clip, config, region=region, progress=progress)
+
+
+def mesh_from_depths(depth: np.ndarray, cams: Cameras, clip: Clip, config: MeshConfig = MeshConfig(), *,
+                     region: _Region | None = None, progress: Progress | None = None) -> MeshAsset:
+    """Phases 3-7 over depth maps from any renderer: splats here, a NeRF through `recon.nerf`.
+
+    Args:
+        depth: (C, h, w) float camera-z depth in the clip's world units, 0 where there is no
+            surface (already masked: see `depth_from_ray_distance`).
+        cams: the C cameras the depth maps were rendered from (h x w).
+        clip: the posed clip the texture is baked from.
+        region: the box around the object; by default the 1st-99th percentiles of the
+            back-projected depth inside the ball the clip's cameras frame.
+    """
+    report = progress or (lambda phase, done, total: None)
+    if clip.cameras is None:
+        raise InputError("meshing needs the clip's cameras: run `orbitforge poses` first")
+    if not (depth > 0).any():
+        raise InputError("every depth map is empty: nothing to mesh; train longer or lower MeshConfig.alpha_threshold")
+    region = region or _region_of_depths(depth, cams, clip.cameras)
+    voxel = config.voxel_size or region.diagonal / config.voxel_resolution
     # 3. TSDF fusion and marching cubes
     report("fuse", 0, 1)
     vertices, faces = _fuse(depth, cams, voxel, region, config)
@@ -180,12 +205,39 @@ def mesh_from_splats(scene: GaussianScene, clip: Clip, config: MeshConfig = Mesh
                      name="mesh", units="m", up_axis="+Y")
 
 
+def depth_from_ray_distance(distance: np.ndarray, accumulation: np.ndarray, cams: Cameras,
+                            config: MeshConfig = MeshConfig()) -> np.ndarray:
+    """Camera-z depth maps ready for `mesh_from_depths` from a volume renderer's output.
+
+    NeRFs report the expected distance along each unit-length ray and the accumulated opacity;
+    fusion wants z, and only where the ray really hit something (`alpha_threshold`) at an angle
+    that is not grazing (`min_view_cos`).  distance, accumulation: (C, h, w).
+    """
+    _, h, w = distance.shape
+    j, i = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+    x = (i[None] - cams.K[:, 0, 2, None, None]) / cams.K[:, 0, 0, None, None]
+    y = (j[None] - cams.K[:, 1, 2, None, None]) / cams.K[:, 1, 1, None, None]
+    z = distance / np.sqrt(x * x + y * y + 1.0)
+    ok = np.isfinite(z) & (accumulation >= config.alpha_threshold)
+    return _drop_grazing(np.where(ok, z, 0.0).astype(np.float32), cams.K, config.min_view_cos)
+
+
 def _check_inputs(scene: GaussianScene, clip: Clip) -> None:
     if scene.num_gaussians == 0:
         raise InputError("the splat scene has no Gaussians; train splats first (`orbitforge splat RUN`) "
                          "and check that the PLY is not empty")
     if clip.cameras is None:
         raise InputError("meshing needs the clip's cameras: run `orbitforge poses` first")
+
+
+def _framed_ball(cameras: Cameras) -> tuple[np.ndarray, float]:
+    """(centre, radius) of the ball the cameras frame: the point nearest every optical axis and
+    half the view's height at the median distance, with 50% to spare."""
+    from orbitforge.recon.normalise import look_at_centre
+
+    centre = look_at_centre(cameras)
+    distance = float(np.median(np.linalg.norm(cameras.centres - centre, axis=1)))
+    return centre, distance * float(np.tan(np.radians(cameras.fov_y_deg.max()) / 2)) * 1.5
 
 
 def _region_of_interest(scene: GaussianScene, cameras: Cameras) -> _Region:
@@ -195,11 +247,7 @@ def _region_of_interest(scene: GaussianScene, cameras: Cameras) -> _Region:
     of view) alone is loose; the Gaussians alone include floaters far away.  1st-99th
     percentiles of the opaque ones inside the ball, padded by 3 sigma of their size, do both.
     """
-    from orbitforge.recon.normalise import look_at_centre
-
-    centre = look_at_centre(cameras)
-    distance = float(np.median(np.linalg.norm(cameras.centres - centre, axis=1)))
-    ball = distance * float(np.tan(np.radians(cameras.fov_y_deg.max()) / 2)) * 1.5
+    centre, ball = _framed_ball(cameras)
     means = scene.means.detach().cpu().double().numpy()
     opacity = scene.opacities.detach().cpu().numpy()
     sigma = scene.scales.detach().cpu().numpy().max(axis=1)
@@ -214,17 +262,38 @@ def _region_of_interest(scene: GaussianScene, cameras: Cameras) -> _Region:
     return _Region(lo, hi)
 
 
-def _fusion_cameras(cameras: Cameras, region: _Region, config: MeshConfig) -> Cameras:
-    """Training cameras plus `extra_views` per extra ring, all resized to `render_size`."""
+def _region_of_depths(depth: np.ndarray, cams: Cameras, clip_cameras: Cameras) -> _Region:
+    """The box of the back-projected depth inside the ball the clip's cameras frame (1st-99th
+    percentiles, so stray far pixels do not stretch it)."""
+    centre, ball = _framed_ball(clip_cameras)
+    points = []
+    for t in range(len(cams)):
+        v, u = np.nonzero(depth[t] > 0)
+        if len(v) == 0:
+            continue
+        z = depth[t, v, u]
+        xyz = np.stack([(u + 0.5 - cams.K[t, 0, 2]) / cams.K[t, 0, 0] * z,
+                        (v + 0.5 - cams.K[t, 1, 2]) / cams.K[t, 1, 1] * z, z], axis=1)
+        points.append(xyz @ cams.c2w[t, :3, :3].T + cams.c2w[t, :3, 3])
+    pts = np.concatenate(points)
+    pts = pts[np.linalg.norm(pts - centre, axis=1) < ball]
+    if len(pts) < 16:
+        return _Region(centre - ball, centre + ball)
+    return _Region(np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0))
+
+
+def fusion_cameras(cameras: Cameras, centre: np.ndarray, config: MeshConfig) -> Cameras:
+    """The views fused into the mesh: the training cameras plus `extra_views` per extra ring
+    around `centre`, all resized to `render_size`."""
     scale = config.render_size / max(cameras.width, cameras.height)
     width, height = max(round(cameras.width * scale), 1), max(round(cameras.height * scale), 1)
     cams = cameras.resized(width, height)
     if config.extra_views <= 0 or not config.extra_elevations_deg:
         return cams
-    distance = float(np.median(np.linalg.norm(cameras.centres - region.centre, axis=1)))
+    distance = float(np.median(np.linalg.norm(cameras.centres - centre, axis=1)))
     fov = float(np.mean(cams.fov_y_deg))
     rings = [orbit(config.extra_views, radius=distance, elevation_deg=e, fov_deg=fov, width=width, height=height,
-                   target=region.centre, start_azimuth_deg=180.0 / config.extra_views)
+                   target=centre, start_azimuth_deg=180.0 / config.extra_views)
              for e in config.extra_elevations_deg]
     return Cameras(np.concatenate([cams.K] + [r.K for r in rings]),
                    np.concatenate([cams.c2w] + [r.c2w for r in rings]), width, height)

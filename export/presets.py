@@ -112,6 +112,23 @@ class Placement:
         """(..., 3) unit vectors (normals) -> file axes, float64."""
         return np.asarray(d, np.float64) @ self.matrix.T
 
+    def file_to_world(self) -> np.ndarray:
+        """(4, 4) the inverse: file coordinates back into orbitforge's world, asset units."""
+        m = np.eye(4)
+        m[:3, :3] = self.matrix.T / self.scale
+        m[:3, 3] = self.pivot
+        return m
+
+    def to_json(self) -> dict:
+        """What the export stage records in run.json (metrics placement_gltf / placement_usd)."""
+        return {"matrix": self.matrix.round(9).tolist(), "scale": self.scale, "pivot": self.pivot.tolist(),
+                "height_m": self.height_m}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Placement":
+        return cls(np.asarray(data["matrix"], np.float64), float(data["scale"]),
+                   np.asarray(data["pivot"], np.float64), float(data["height_m"]))
+
 
 def world_scale(units: str, height_m: float | None, extent_y: float) -> float:
     """Metres per asset unit: from `height_m` when given, else from the recorded units."""

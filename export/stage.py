@@ -132,7 +132,7 @@ def export_asset(parts: Sequence[MeshAsset] | None, scene: GaussianScene | None,
                 path.write_bytes(mesh_glb_bytes([hull], f"UCX_{config.name}", config.glb, extras=extras))
                 written.append(path)
                 metrics["collision_faces"] = int(len(hull.faces))
-            metrics["placement_gltf"] = _placement_json(where)
+            metrics["placement_gltf"] = where.to_json()
             seconds["glb"] = time.perf_counter() - t0
         for fmt in (f for f in ("usdc", "usdz") if f in wants_mesh):
             t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def export_asset(parts: Sequence[MeshAsset] | None, scene: GaussianScene | None,
             written += write_usd(placed, out_dir / f"{config.name}.{fmt}", name=config.name, up_axis=p.usd_up_axis,
                                  meters_per_unit=p.usd_meters_per_unit,
                                  extras={**extras, "height_m": round(where.height_m, 6)})
-            metrics["placement_usd"] = _placement_json(where)
+            metrics["placement_usd"] = where.to_json()
             seconds[fmt] = time.perf_counter() - t0
 
     # 3. splat formats (always glTF-framed for the chosen engine; PLY/.splat optionally rolled)
@@ -197,45 +197,59 @@ def _splat_bounds(scene: GaussianScene) -> tuple[np.ndarray, np.ndarray]:
     return np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)
 
 
-def _placement_json(where: presets.Placement) -> dict:
-    return {"matrix": where.matrix.round(9).tolist(), "scale": where.scale, "pivot": where.pivot.tolist(),
-            "height_m": where.height_m}
-
-
 # ---------------------------------------------------------------------------------------------
 # the run-folder stage
 # ---------------------------------------------------------------------------------------------
 
 
-def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None,
+def mesh_source(run) -> str:
+    """What `export` makes the mesh from when not told: "splats" when the run has finished
+    splats, else "nerf" when it has a finished NeRF, else "splats" (whose error says what to run)."""
+    if _stage_done(run, "splats"):
+        return "splats"
+    return "nerf" if _stage_done(run, "nerf") else "splats"
+
+
+def _stage_done(run, name: str) -> bool:
+    return run.manifest.get("stages", {}).get(name, {}).get("status") == "done" and run.stage_path(name).is_dir()
+
+
+def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None, source: str = "splats",
                status: Callable[[str], None] | None = None):
     """Stage "asset" over a run folder: RUN/asset/ with every format and validation.json.
 
-    The mesh comes from `mesh_path` when given, else from `orbitforge.export.mesh.mesh_from_splats`
-    over RUN/splats and the posed clip; splats from RUN/splats/splats.ply.
+    The mesh comes from `mesh_path` when given, else from `source`: "splats" (mesh_from_splats
+    over RUN/splats and the posed clip) or "nerf" (RUN/nerf's depth renders through
+    mesh_from_depths); splat formats always come from RUN/splats/splats.ply.
     On a validation failure the report is kept as RUN/asset.validation.json (the stage folder is
     not created) and ExportValidationError says so in one line.
     """
     from orbitforge.gaussians import load_ply
     from orbitforge.mesh import load_meshes
 
+    if source not in ("splats", "nerf"):
+        raise InputError(f"unknown mesh source {source!r}; choose splats or nerf")
     splat_file = run.stage_path("splats") / "splats.ply"
-    has_splats = splat_file.is_file() and run.manifest.get("stages", {}).get("splats", {}).get("status") == "done"
-    needs_splats = any(f in SPLAT_FORMATS for f in config.formats) or mesh_path is None
+    has_splats = splat_file.is_file() and _stage_done(run, "splats")
+    mesh_from = "file" if mesh_path is not None else source
+    if mesh_from == "nerf" and not _stage_done(run, "nerf"):
+        raise InputError(f"{run.root} has no finished nerf stage, needed for a mesh from the NeRF; "
+                         f"run `orbitforge nerf {run.root}`")
+    needs_splats = any(f in SPLAT_FORMATS for f in config.formats) or mesh_from == "splats"
     if needs_splats and not has_splats:
-        want = "splat formats" if mesh_path is not None else "a mesh from splats (or pass --mesh PATH)"
+        want = "splat formats" if mesh_from != "splats" else "a mesh from splats (or pass --mesh PATH, or --from nerf)"
         raise InputError(f"{run.root} has no finished splats stage, needed for {want}; run `orbitforge splat {run.root}`")
     parts = load_meshes(mesh_path) if mesh_path is not None else None
-    depends = ["splats"] if has_splats and needs_splats else []
+    depends = (["splats"] if has_splats and needs_splats else []) + (["nerf"] if mesh_from == "nerf" else [])
     settings = asdict(config)
-    settings["mesh_source"] = "file" if mesh_path is not None else "mesh_from_splats"
+    settings["mesh_source"] = {"file": "file", "splats": "mesh_from_splats", "nerf": "nerf"}[mesh_from]
     failed_report = run.root / f"{STAGE}.validation.json"
 
     def stage(tmp: Path) -> dict:
         scene = load_ply(splat_file) if needs_splats else None
         mesh = parts
         if mesh is None and any(f in MESH_FORMATS for f in config.formats):
-            mesh = _mesh_from_splats(run, scene, config.faces)
+            mesh = _mesh_from_nerf(run, config.faces) if mesh_from == "nerf" else _mesh_from_splats(run, scene, config.faces)
         try:
             metrics = export_asset(mesh, scene, tmp, config, status=status)
         except Exception:
@@ -278,6 +292,19 @@ def _mesh_from_splats(run, scene: GaussianScene, faces: int) -> list[MeshAsset]:
     return [mesh_from_splats(scene, clip, mesh_config_for(clip.width, clip.height, faces))]
 
 
+def _mesh_from_nerf(run, faces: int) -> list[MeshAsset]:
+    """The textured mesh fused from RUN/nerf's depth renders over the posed clip."""
+    from orbitforge.export.mesh import depth_from_ray_distance, mesh_from_depths
+    from orbitforge.recon.nerf import load_fusion
+    from orbitforge.recon.stages import posed_clip
+
+    clip = posed_clip(run)[0]
+    config = mesh_config_for(clip.width, clip.height, faces)
+    distance, accumulation, cams = load_fusion(run.stage_path("nerf"))
+    depth = depth_from_ray_distance(distance, accumulation, cams, config)
+    return [mesh_from_depths(depth, cams, clip, config)]
+
+
 def mesh_config_for(width: int, height: int, faces: int):
     """MeshConfig sized to the input frames: frames of side s carry no more detail than a texture
     of about 8 s texels, nor depth renders of more than 2 s pixels.  Clips of 128 px and more get
@@ -290,4 +317,4 @@ def mesh_config_for(width: int, height: int, faces: int):
     return MeshConfig(faces=faces, texture_size=texture, render_size=int(min(256, max(64, 2 * side))))
 
 
-__all__ = ["ExportConfig", "export_asset", "run_export", "FORMATS", "ENGINES"]
+__all__ = ["ExportConfig", "export_asset", "run_export", "mesh_source", "FORMATS", "ENGINES"]

@@ -531,8 +531,11 @@ def _ray_session(options: BatchOptions, gpus_needed: bool) -> Iterator[Any]:
             try:
                 ray.init(address=options.address, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as exc:
+                auth = ("" if os.environ.get("RAY_AUTH_MODE") else
+                        "; a cluster with token authentication (Ray's default for `ray start` since 2.59) "
+                        "also needs RAY_AUTH_MODE=token here, with its token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
                 raise InputError(f"cannot reach the Ray cluster at {options.address}: {_one_line(exc)}; "
-                                 "start it with `ray start --head` or check --address") from None
+                                 f"start it with `ray start --head` or check --address{auth}") from None
     try:
         total = ray.cluster_resources()
         where = options.address or "local, on 127.0.0.1"

@@ -68,10 +68,26 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_splat_arguments(p)
     p.set_defaults(func=_cmd_splat)
 
+    p = sub.add_parser("nerf", help="train a NeRF with nerfstudio (its own environment) on a run's posed clip")
+    p.add_argument("run", type=Path, help="run folder after `poses`, or after `render-orbit`/`generate` (known cameras)")
+    p.add_argument("--method", choices=("nerfacto", "nerfacto-big", "nerfacto-huge"), default="nerfacto",
+                   help="nerfstudio method (default nerfacto)")
+    p.add_argument("--steps", type=_positive_int, default=2000, help="training iterations (default 2000)")
+    p.add_argument("--rays", type=_positive_int, default=4096, help="rays per iteration (default 4096)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when visible (default)")
+    p.add_argument("--depth-size", type=_positive_int, default=None,
+                   help="side of the depth renders the mesh is fused from (default as for splats; smaller is faster on a CPU)")
+    p.add_argument("--ns-arg", dest="ns_args", action="append", default=[], metavar="ARG",
+                   help="extra ns-train argument, passed through as is (repeat for each)")
+    p.add_argument("--export", action="store_true", help="then export the mesh formats from the NeRF (`export --from nerf`)")
+    p.set_defaults(func=_cmd_nerf)
+
     p = sub.add_parser("export", help="write engine-ready, validated GLB / USD / splat files into RUN/asset")
-    p.add_argument("run", type=Path, help="run folder (after `splat`; or any folder when --mesh is given)")
+    p.add_argument("run", type=Path, help="run folder (after `splat` or `nerf`; or any folder when --mesh is given)")
     _add_export_arguments(p)
     p.add_argument("--mesh", type=Path, default=None, help="take the mesh from this file instead of extracting it from the splats")
+    p.add_argument("--from", dest="source", choices=("auto", "splats", "nerf"), default="auto",
+                   help="what the mesh is made from: splats, nerf, or auto (splats when the run has them, else nerf)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("reconstruct", help="video or photos to a validated asset: ingest, poses, splats, export")
@@ -143,8 +159,8 @@ def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `export` (and `reconstruct`)."""
     p.add_argument("--engine", choices=("gltf", "unity", "unreal"), default="gltf",
                    help="axes/units/pivot preset: gltf and unity = +Y up, metres; unreal = +Z up, cm (default gltf)")
-    p.add_argument("--formats", default="glb,usdz,usdc,ply,splat,khr",
-                   help="comma list of glb, usdc, usdz, ply, splat, khr (default: all)")
+    p.add_argument("--formats", default=None,
+                   help="comma list of glb, usdc, usdz, ply, splat, khr (default: all the run's inputs allow)")
     p.add_argument("--faces", type=_positive_int, default=20000, help="face budget of LOD0 (default 20000)")
     p.add_argument("--height", type=float, default=None, help="real height of the asset in metres (video has no scale)")
     p.add_argument("--texture", choices=("png", "jpeg"), default="png", help="embedded texture type (default png; never WebP)")
@@ -281,27 +297,59 @@ def _splat_step(run, args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from orbitforge.rundir import RunDir
 
-    config = _export_config(args)
+    config = _export_config(args)  # checked before anything is opened
     if args.mesh is not None and not args.mesh.is_file():
         raise InputError(f"mesh file not found: {args.mesh}")
     run = RunDir.open(args.run, create=args.mesh is not None)
-    _export_step(run, config, mesh_path=args.mesh.resolve() if args.mesh else None)
+    source = args.source
+    if source == "auto":
+        from orbitforge.export.stage import mesh_source
+
+        source = mesh_source(run) if args.mesh is None else "splats"
+    if source == "nerf" and args.formats is None:
+        config = _export_config(args, splats=False)  # a NeRF has no splats to write
+    _export_step(run, config, mesh_path=args.mesh.resolve() if args.mesh else None, source=source)
     return 0
 
 
-def _export_config(args: argparse.Namespace):
-    from orbitforge.export.glb import GlbConfig
-    from orbitforge.export.stage import ExportConfig
+def _cmd_nerf(args: argparse.Namespace) -> int:
+    from orbitforge.recon.nerf import NerfConfig, run_nerf
+    from orbitforge.rundir import RunDir
 
-    formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
+    config = NerfConfig(method=args.method, steps=args.steps, rays_per_batch=args.rays, device=args.device,
+                        depth_size=args.depth_size,
+                        extra_args=tuple(args.ns_args))
+    run = RunDir.open(args.run, create=False)
+    result = run_nerf(run, config, status=lambda text: print(f"nerf: {text}", flush=True))
+    m = result.metrics
+    state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
+    print(f"nerf: {state}: {m['method']} {m['steps']} steps on {m['device']}, held-out PSNR {m['psnr']:.2f} dB, "
+          f"SSIM {m['ssim']:.3f} -> {result.path}")
+    if args.export:
+        from orbitforge.export.stage import MESH_FORMATS, ExportConfig
+
+        _export_step(run, ExportConfig(formats=MESH_FORMATS), source="nerf")
+    return 0
+
+
+def _export_config(args: argparse.Namespace, splats: bool = True):
+    """ExportConfig from the export options; without --formats, every format the input allows
+    (a NeRF has no splats to write)."""
+    from orbitforge.export.glb import GlbConfig
+    from orbitforge.export.stage import FORMATS, MESH_FORMATS, ExportConfig
+
+    if args.formats is None:
+        formats = FORMATS if splats else MESH_FORMATS
+    else:
+        formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
     return ExportConfig(engine=args.engine, formats=formats, faces=args.faces, height_m=args.height,
                         glb=GlbConfig(texture_format=args.texture))
 
 
-def _export_step(run, config, mesh_path: Path | None = None):
+def _export_step(run, config, mesh_path: Path | None = None, source: str = "splats"):
     from orbitforge.export.stage import run_export
 
-    result = run_export(run, config, mesh_path=mesh_path, status=lambda text: print(f"export: {text}", flush=True))
+    result = run_export(run, config, mesh_path=mesh_path, source=source, status=lambda text: print(f"export: {text}", flush=True))
     m = result.metrics
     state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
     v = m.get("validation", {})

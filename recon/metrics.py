@@ -1,4 +1,5 @@
-"""Quality measures for reconstructions: pose errors against known cameras.
+"""Quality measures for reconstructions: pose errors against known cameras, and image quality
+of held-out renders (the same PSNR and SSIM for splats and NeRFs, so the two compare).
 
 SfM recovers cameras only up to a similarity (scale, rotation, translation), so estimated poses
 are first aligned to the truth with a robust Sim(3) fitted to the camera centres (pycolmap's
@@ -13,6 +14,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from orbitforge.cameras import Cameras
+
+
+def psnr(render, truth) -> float:
+    """PSNR in dB of a render against the truth, both float tensors in [0, 1] (render clamped)."""
+    import torch
+
+    mse = float(torch.mean((render.clamp(0, 1) - truth) ** 2))
+    return 10 * float(np.log10(1.0 / max(mse, 1e-12)))
+
+
+def image_quality(render, truth) -> tuple[float, float]:
+    """(PSNR dB, SSIM) of an (H, W, 3) float render against the truth; SSIM from pytorch-msssim."""
+    from pytorch_msssim import ssim
+
+    image = render.clamp(0, 1)
+    s = ssim(image.permute(2, 0, 1)[None], truth.permute(2, 0, 1)[None], data_range=1.0)
+    return psnr(image, truth), float(s)
 
 
 @dataclass(frozen=True)

@@ -458,6 +458,7 @@ def _placement_back_to_run(run: Path, *, splat_ply: bool = False) -> tuple[np.nd
     undoing the y-down roll the export applies to a splat PLY when asked to."""
     import json
 
+    from orbitforge.export.presets import Placement
     from orbitforge.export.splat_formats import Y_DOWN_ROLL
 
     try:
@@ -467,11 +468,12 @@ def _placement_back_to_run(run: Path, *, splat_ply: bool = False) -> tuple[np.nd
     placement = (stage.get("metrics") or {}).get("placement_gltf")
     if not placement:
         return np.eye(3), 1.0, np.zeros(3)
-    rotation = np.asarray(placement["matrix"], np.float64).T
+    where = Placement.from_json(placement)
+    rotation = where.matrix.T
     rolled = ((stage.get("config") or {}).get("splats") or {}).get("ply_up") == "y_down"
     if splat_ply and rolled:
         rotation = rotation @ Y_DOWN_ROLL.T  # the roll is applied last, so undone first
-    return rotation, 1.0 / float(placement["scale"]), np.asarray(placement["pivot"], np.float64)
+    return rotation, 1.0 / where.scale, where.pivot
 
 
 def _overview_eye(centres: np.ndarray, target: np.ndarray, distance: float) -> np.ndarray:

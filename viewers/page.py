@@ -174,13 +174,11 @@ def _metric_lines(stages: dict) -> list[str]:
 
 
 def _mesh_to_world(placement: dict | None) -> list[float]:
-    """Column-major 4x4 taking the GLB's coordinates back into the run's world: the inverse of
-    the export placement `file = scale * R @ (p - pivot)`; identity when none was recorded."""
-    m = np.eye(4)
-    if placement:
-        rotation = np.asarray(placement["matrix"], np.float64)
-        m[:3, :3] = rotation.T / float(placement["scale"])
-        m[:3, 3] = np.asarray(placement["pivot"], np.float64)
+    """Column-major 4x4 taking the GLB's coordinates back into the run's world (the inverse of
+    the export placement); identity when none was recorded."""
+    from orbitforge.export.presets import Placement
+
+    m = Placement.from_json(placement).file_to_world() if placement else np.eye(4)
     return m.T.ravel().tolist()
 
 

@@ -28,6 +28,7 @@ from orbitforge.atomic import atomic_path
 from orbitforge.clip import Clip
 from orbitforge.errors import InputError
 from orbitforge.gaussians import GaussianScene, save_ply
+from orbitforge.recon.metrics import image_quality, psnr
 from orbitforge.recon.splat.render import Backend, render_splats, resolve_backend
 from orbitforge.recon.splat.strategy import StrategyName, make_strategy, mcmc_regulariser
 
@@ -220,7 +221,7 @@ def _train(clip, config, backend, points, colours, device, progress, checkpoint,
         scheduler.step()
         hooks.post_backward(params, optimizers, step, out.info, means_lr)
         _enforce_guards(params, optimizers, hooks.per_gaussian_state, config.max_gaussians)
-        stats = {"loss": float(loss.detach()), "psnr": _psnr(out.rgb[0].detach(), truth), "gaussians": len(params["means"])}
+        stats = {"loss": float(loss.detach()), "psnr": psnr(out.rgb[0].detach(), truth), "gaussians": len(params["means"])}
         if config.eval_every and (step + 1) % config.eval_every == 0 and test_ids:
             ev = evaluate(params, clip, test_ids, config, backend)
             curve.append({"step": step + 1, "seconds": time.perf_counter() - t0, **ev["summary"]})
@@ -247,11 +248,6 @@ def _loss(render: Tensor, truth: Tensor, ssim_weight: float) -> Tensor:
     return (1 - ssim_weight) * l1 + ssim_weight * (1 - s)
 
 
-def _psnr(render: Tensor, truth: Tensor) -> float:
-    mse = float(torch.mean((render.clamp(0, 1) - truth) ** 2))
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
-
-
 @torch.no_grad()
 def _enforce_guards(params, optimizers, state, max_gaussians: int) -> None:
     """Drop Gaussians with NaN/Inf parameters and keep the count under the cap."""
@@ -273,8 +269,6 @@ def _enforce_guards(params, optimizers, state, max_gaussians: int) -> None:
 @torch.no_grad()
 def evaluate(params, clip: Clip, ids: list[int], config: SplatConfig, backend: str) -> dict:
     """PSNR and SSIM (pytorch-msssim) on the given frames, with [truth | render] images."""
-    from pytorch_msssim import ssim
-
     device = params["means"].device
     psnrs, ssims, renders = [], [], []
     background = torch.tensor(config.background, device=device)
@@ -288,8 +282,9 @@ def evaluate(params, clip: Clip, ids: list[int], config: SplatConfig, backend: s
             m = torch.as_tensor(clip.masks[i], device=device).float()[..., None]
             truth = truth * m + background * (1 - m)
         image = out.rgb[0].clamp(0, 1)
-        psnrs.append(_psnr(image, truth))
-        ssims.append(float(ssim(image.permute(2, 0, 1)[None], truth.permute(2, 0, 1)[None], data_range=1.0)))
+        quality = image_quality(image, truth)
+        psnrs.append(quality[0])
+        ssims.append(quality[1])
         both = torch.cat([truth, image], dim=1)
         renders.append((both.cpu().numpy() * 255).round().astype(np.uint8))
     summary = {"psnr": round(float(np.mean(psnrs)), 3), "ssim": round(float(np.mean(ssims)), 4),
