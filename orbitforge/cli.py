@@ -78,7 +78,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-size", type=_positive_int, default=None,
                    help="side of the depth renders the mesh is fused from (default as for splats; smaller is faster on a CPU)")
     p.add_argument("--ns-arg", dest="ns_args", action="append", default=[], metavar="ARG",
-                   help="extra ns-train argument, passed through as is (repeat for each)")
+                   help="extra ns-train argument, passed through as is; repeat for each and use = for dashes, "
+                        "e.g. --ns-arg=--pipeline.model.num-nerf-samples-per-ray --ns-arg=24")
     p.add_argument("--export", action="store_true", help="then export the mesh formats from the NeRF (`export --from nerf`)")
     p.set_defaults(func=_cmd_nerf)
 

@@ -159,9 +159,15 @@ def train_splats(clip: Clip, config: SplatConfig = SplatConfig(), *, points: np.
     # processes: one torch thread measured 4x faster per step on a 2-core machine.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    # gsplat's densification draws from torch's global RNG (split Gaussians sample new means), so
+    # `_train` seeds it too; fork_rng hands the caller its own RNG state back afterwards.  Without
+    # this a run depended on whatever ran before it in the process (a 150-step templeRing run gave
+    # a 3,000-face mesh alone and a 121-face fragment after other tests).
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     try:
-        return _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key,
-                      snapshot, snapshot_every_s)
+        with torch.random.fork_rng(devices=cuda):
+            return _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key,
+                          snapshot, snapshot_every_s)
     finally:
         torch.set_num_threads(threads)
 
@@ -170,6 +176,7 @@ def _train(clip, config, backend, points, colours, device, progress, checkpoint,
            snapshot=None, snapshot_every_s=10.0) -> TrainResult:
     device = device or ("cuda" if backend == "gsplat" else "cpu")
     generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the global RNG, for gsplat's densification (see train_splats)
     train_ids, test_ids = split_frames(len(clip), config.holdout_every)
     frames = torch.as_tensor(clip.frames, device=device).float() / 255.0  # [T, H, W, 3]
     masks = None if clip.masks is None else torch.as_tensor(clip.masks, device=device).float()[..., None]
@@ -186,6 +193,7 @@ def _train(clip, config, backend, points, colours, device, progress, checkpoint,
     if resumed:
         start = _restore_optimizers(optimizers, params, resumed[1], resumed[2])
         generator.manual_seed(config.seed + start)
+        torch.manual_seed(config.seed + start)
         logger.info("resumed from %s at step %d", checkpoint, start)
     hooks = make_strategy(config.strategy, config.steps, scene_scale, config.max_gaussians, params, optimizers)
     decay = 0.01 ** (1.0 / max(config.steps, 1))
