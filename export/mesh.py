@@ -213,11 +213,7 @@ def depth_from_ray_distance(distance: np.ndarray, accumulation: np.ndarray, cams
     fusion wants z, and only where the ray really hit something (`alpha_threshold`) at an angle
     that is not grazing (`min_view_cos`).  distance, accumulation: (C, h, w).
     """
-    _, h, w = distance.shape
-    j, i = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
-    x = (i[None] - cams.K[:, 0, 2, None, None]) / cams.K[:, 0, 0, None, None]
-    y = (j[None] - cams.K[:, 1, 2, None, None]) / cams.K[:, 1, 1, None, None]
-    z = distance / np.sqrt(x * x + y * y + 1.0)
+    z = distance / np.linalg.norm(_pixel_rays(cams.K, *distance.shape[1:]), axis=-1)
     ok = np.isfinite(z) & (accumulation >= config.alpha_threshold)
     return _drop_grazing(np.where(ok, z, 0.0).astype(np.float32), cams.K, config.min_view_cos)
 
@@ -266,16 +262,10 @@ def _region_of_depths(depth: np.ndarray, cams: Cameras, clip_cameras: Cameras) -
     """The box of the back-projected depth inside the ball the clip's cameras frame (1st-99th
     percentiles, so stray far pixels do not stretch it)."""
     centre, ball = _framed_ball(clip_cameras)
-    points = []
-    for t in range(len(cams)):
-        v, u = np.nonzero(depth[t] > 0)
-        if len(v) == 0:
-            continue
-        z = depth[t, v, u]
-        xyz = np.stack([(u + 0.5 - cams.K[t, 0, 2]) / cams.K[t, 0, 0] * z,
-                        (v + 0.5 - cams.K[t, 1, 2]) / cams.K[t, 1, 1] * z, z], axis=1)
-        points.append(xyz @ cams.c2w[t, :3, :3].T + cams.c2w[t, :3, 3])
-    pts = np.concatenate(points)
+    rays = _pixel_rays(cams.K, *depth.shape[1:])  # [c, h, w, 3]
+    t, v, u = np.nonzero(depth > 0)
+    xyz = rays[t, v, u] * depth[t, v, u, None]  # camera space
+    pts = np.einsum("nij,nj->ni", cams.c2w[t, :3, :3], xyz) + cams.c2w[t, :3, 3]
     pts = pts[np.linalg.norm(pts - centre, axis=1) < ball]
     if len(pts) < 16:
         return _Region(centre - ball, centre + ball)
@@ -344,6 +334,15 @@ def _inverse_covariances(log_scales: torch.Tensor, quats_wxyz: torch.Tensor) -> 
     return (R * torch.exp(-2 * log_scales)[:, None, :]) @ R.transpose(1, 2)
 
 
+def _pixel_rays(Ks: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(c, h, w, 3) camera-space rays (x, y, 1) through the pixel centres of c pinhole cameras:
+    a point at camera depth z on pixel (v, u) is z * rays[:, v, u]."""
+    j, i = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+    x = (i[None] - Ks[:, 0, 2, None, None]) / Ks[:, 0, 0, None, None]  # [c, h, w]
+    y = (j[None] - Ks[:, 1, 2, None, None]) / Ks[:, 1, 1, None, None]
+    return np.stack([x, y, np.ones_like(x)], axis=-1)
+
+
 def _drop_grazing(depth: np.ndarray, Ks: np.ndarray, min_cos: float) -> np.ndarray:
     """Zero the depth pixels seen at a grazing angle or next to a hole.  depth [c, h, w].
 
@@ -351,11 +350,7 @@ def _drop_grazing(depth: np.ndarray, Ks: np.ndarray, min_cos: float) -> np.ndarr
     the normal from the cross product of their central differences, and its cosine with the
     pixel's ray.  Depth edges have huge differences, so they count as grazing too.
     """
-    c, h, w = depth.shape
-    j, i = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
-    x = (i[None] - Ks[:, 0, 2, None, None]) / Ks[:, 0, 0, None, None]  # [c, h, w]
-    y = (j[None] - Ks[:, 1, 2, None, None]) / Ks[:, 1, 1, None, None]
-    rays = np.stack([x, y, np.ones_like(x)], axis=-1)  # [c, h, w, 3]
+    rays = _pixel_rays(Ks, *depth.shape[1:])  # [c, h, w, 3]
     points = rays * depth[..., None]
     du = np.gradient(points, axis=2)
     dv = np.gradient(points, axis=1)

@@ -205,13 +205,9 @@ def _splat_bounds(scene: GaussianScene) -> tuple[np.ndarray, np.ndarray]:
 def mesh_source(run) -> str:
     """What `export` makes the mesh from when not told: "splats" when the run has finished
     splats, else "nerf" when it has a finished NeRF, else "splats" (whose error says what to run)."""
-    if _stage_done(run, "splats"):
+    if run.is_done("splats"):
         return "splats"
-    return "nerf" if _stage_done(run, "nerf") else "splats"
-
-
-def _stage_done(run, name: str) -> bool:
-    return run.manifest.get("stages", {}).get(name, {}).get("status") == "done" and run.stage_path(name).is_dir()
+    return "nerf" if run.is_done("nerf") else "splats"
 
 
 def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None, source: str = "splats",
@@ -230,9 +226,9 @@ def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None, sour
     if source not in ("splats", "nerf"):
         raise InputError(f"unknown mesh source {source!r}; choose splats or nerf")
     splat_file = run.stage_path("splats") / "splats.ply"
-    has_splats = splat_file.is_file() and _stage_done(run, "splats")
+    has_splats = splat_file.is_file() and run.is_done("splats")
     mesh_from = "file" if mesh_path is not None else source
-    if mesh_from == "nerf" and not _stage_done(run, "nerf"):
+    if mesh_from == "nerf" and not run.is_done("nerf"):
         raise InputError(f"{run.root} has no finished nerf stage, needed for a mesh from the NeRF; "
                          f"run `orbitforge nerf {run.root}`")
     needs_splats = any(f in SPLAT_FORMATS for f in config.formats) or mesh_from == "splats"

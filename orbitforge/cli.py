@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -308,7 +308,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         source = mesh_source(run) if args.mesh is None else "splats"
     if source == "nerf" and args.formats is None:
-        config = _export_config(args, splats=False)  # a NeRF has no splats to write
+        from orbitforge.export.stage import MESH_FORMATS
+
+        config = replace(config, formats=MESH_FORMATS)  # a NeRF has no splats to write
     _export_step(run, config, mesh_path=args.mesh.resolve() if args.mesh else None, source=source)
     return 0
 
@@ -333,14 +335,13 @@ def _cmd_nerf(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_config(args: argparse.Namespace, splats: bool = True):
-    """ExportConfig from the export options; without --formats, every format the input allows
-    (a NeRF has no splats to write)."""
+def _export_config(args: argparse.Namespace):
+    """ExportConfig from the export options; without --formats, every format."""
     from orbitforge.export.glb import GlbConfig
-    from orbitforge.export.stage import FORMATS, MESH_FORMATS, ExportConfig
+    from orbitforge.export.stage import FORMATS, ExportConfig
 
     if args.formats is None:
-        formats = FORMATS if splats else MESH_FORMATS
+        formats = FORMATS
     else:
         formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
     return ExportConfig(engine=args.engine, formats=formats, faces=args.faces, height_m=args.height,

@@ -153,6 +153,10 @@ class RunDir:
         logger.info("stage %s: done in %.1f s", name, seconds)
         return StageResult(name, final, False, metrics, seconds)
 
+    def is_done(self, name: str) -> bool:
+        """True when stage `name` finished and its folder is in place."""
+        return self._is_done(name, self.manifest.get("stages", {}))
+
     def is_current(self, name: str, *, config: Mapping = {}, inputs: Sequence[Path | str] = (),
                    depends_on: Sequence[str] = (), seed: int | None = None) -> bool:
         """True when `run_stage` with these arguments would skip the stage."""

@@ -33,6 +33,36 @@ def image_quality(render, truth) -> tuple[float, float]:
     return psnr(image, truth), float(s)
 
 
+def held_out_quality(renders, clip, ids, background) -> tuple[dict, list[np.ndarray]]:
+    """Score renders of a clip's held-out frames, the same way for every backend.
+
+    Args:
+        renders: one (H, W, 3) float tensor in [0, 1] per frame of `ids`, on any device.
+        clip: the posed clip; where it has masks, its frames are composed on `background`, as
+            the renders are.
+        background: (r, g, b) in [0, 1].
+    Returns:
+        ({"psnr", "ssim", "psnr_per_frame"}, [truth | render] uint8 pictures, one per frame).
+    """
+    import torch
+
+    psnrs, ssims, pictures = [], [], []
+    for image, i in zip(renders, ids):
+        image = image.detach().float().clamp(0, 1)
+        colour = torch.tensor(background, dtype=torch.float32, device=image.device)
+        truth = torch.as_tensor(clip.frames[i], device=image.device).float() / 255
+        if clip.masks is not None:
+            m = torch.as_tensor(clip.masks[i], device=image.device).float()[..., None]
+            truth = truth * m + colour * (1 - m)
+        p, s = image_quality(image, truth)
+        psnrs.append(p)
+        ssims.append(s)
+        pictures.append((torch.cat([truth, image], dim=1).cpu().numpy() * 255).round().astype(np.uint8))
+    summary = {"psnr": round(float(np.mean(psnrs)), 3), "ssim": round(float(np.mean(ssims)), 4),
+               "psnr_per_frame": [round(p, 3) for p in psnrs]}
+    return summary, pictures
+
+
 @dataclass(frozen=True)
 class PoseErrors:
     """Per-camera errors after alignment.

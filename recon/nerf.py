@@ -36,7 +36,7 @@ import os
 import re
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -182,10 +182,12 @@ def run_nerf(run: RunDir, config: NerfConfig = NerfConfig(),
         held_out = render(python, trained, clip.cameras[test_ids], tmp, log, config.background)
         metrics = _held_out_quality(held_out, clip, test_ids, config, tmp / "renders")
         say("rendering depth for the mesh")
-        size = config.depth_size
-        if size is None and device == "cpu":
-            size = min(CPU_DEPTH_SIZE, mesh_config_for(clip.width, clip.height, 1).render_size)
-        fusion = fusion_renders(python, trained, clip, tmp, log, size)
+        mesh_config = mesh_config_for(clip.width, clip.height, faces=20_000)  # as for splats
+        if config.depth_size is not None:
+            mesh_config = replace(mesh_config, render_size=config.depth_size)
+        elif device == "cpu":
+            mesh_config = replace(mesh_config, render_size=min(CPU_DEPTH_SIZE, mesh_config.render_size))
+        fusion = fusion_renders(python, trained, clip, mesh_config, tmp, log)
         metrics.update(seconds=round(time.perf_counter() - t0, 1), train_seconds=round(train_seconds, 1),
                        steps=config.steps, method=config.method, device=device,
                        fusion_views=int(len(fusion["c2w"])))
@@ -211,19 +213,13 @@ def render(python: Path, trained: Path, cams: Cameras, workdir: Path, log: Path,
         answer.unlink(missing_ok=True)
 
 
-def fusion_renders(python: Path, trained: Path, clip: Clip, folder: Path, log: Path,
-                   size: int | None = None) -> dict:
-    """Render the mesh's fusion views (longer side `size`, default as for splats) and save them
-    as folder/fusion.npz (K, c2w in orbitforge's convention, width, height, distance, accumulation)."""
-    from dataclasses import replace
-
+def fusion_renders(python: Path, trained: Path, clip: Clip, mesh_config, folder: Path, log: Path) -> dict:
+    """Render the mesh's fusion views (`export.mesh.fusion_cameras` for `mesh_config`) and save
+    them as folder/fusion.npz (K, c2w in orbitforge's convention, width, height, distance,
+    accumulation)."""
     from orbitforge.export.mesh import fusion_cameras
-    from orbitforge.export.stage import mesh_config_for
     from orbitforge.recon.normalise import look_at_centre
 
-    mesh_config = mesh_config_for(clip.width, clip.height, faces=20_000)
-    if size is not None:
-        mesh_config = replace(mesh_config, render_size=size)
     cams = fusion_cameras(clip.cameras, look_at_centre(clip.cameras), mesh_config)
     got = render(python, trained, cams, folder, log)
     fusion = {"K": cams.K, "c2w": cams.c2w, "width": cams.width, "height": cams.height,
@@ -245,24 +241,14 @@ def _held_out_quality(rendered: dict, clip: Clip, ids: list[int], config: NerfCo
     import torch
     from PIL import Image
 
-    from orbitforge.recon.metrics import image_quality
+    from orbitforge.recon.metrics import held_out_quality
 
+    images = [torch.from_numpy(rgb.astype(np.float32) / 255) for rgb in rendered["rgb"]]
+    summary, pictures = held_out_quality(images, clip, ids, config.background)
     folder.mkdir(parents=True, exist_ok=True)
-    psnrs, ssims = [], []
-    background = np.asarray(config.background, np.float32)
-    for k, i in enumerate(ids):
-        truth = clip.frames[i].astype(np.float32) / 255
-        if clip.masks is not None:
-            m = clip.masks[i][..., None].astype(np.float32)
-            truth = truth * m + background * (1 - m)
-        image = rendered["rgb"][k].astype(np.float32) / 255
-        psnr, ssim = image_quality(torch.from_numpy(image), torch.from_numpy(truth))
-        psnrs.append(psnr)
-        ssims.append(ssim)
-        both = np.concatenate([truth, image], axis=1)
-        Image.fromarray((both * 255).round().astype(np.uint8)).save(folder / f"heldout_{i:05d}.png")
-    return {"psnr": round(float(np.mean(psnrs)), 3), "ssim": round(float(np.mean(ssims)), 4),
-            "psnr_per_frame": [round(p, 3) for p in psnrs], "held_out_frames": list(ids)}
+    for i, picture in zip(ids, pictures):
+        Image.fromarray(picture).save(folder / f"heldout_{i:05d}.png")
+    return {**summary, "held_out_frames": list(ids)}
 
 
 def _device(python: Path, wanted: str) -> str:

@@ -28,7 +28,7 @@ from orbitforge.atomic import atomic_path
 from orbitforge.clip import Clip
 from orbitforge.errors import InputError
 from orbitforge.gaussians import GaussianScene, save_ply
-from orbitforge.recon.metrics import image_quality, psnr
+from orbitforge.recon.metrics import held_out_quality, psnr
 from orbitforge.recon.splat.render import Backend, render_splats, resolve_backend
 from orbitforge.recon.splat.strategy import StrategyName, make_strategy, mcmc_regulariser
 
@@ -278,25 +278,15 @@ def _enforce_guards(params, optimizers, state, max_gaussians: int) -> None:
 def evaluate(params, clip: Clip, ids: list[int], config: SplatConfig, backend: str) -> dict:
     """PSNR and SSIM (pytorch-msssim) on the given frames, with [truth | render] images."""
     device = params["means"].device
-    psnrs, ssims, renders = [], [], []
     background = torch.tensor(config.background, device=device)
+    images = []
     for i in ids:
         w2c = torch.tensor(clip.cameras.w2c[i : i + 1], dtype=torch.float32, device=device)
         K = torch.tensor(clip.cameras.K[i : i + 1], dtype=torch.float32, device=device)
         out = render_splats(params, w2c, K, clip.width, clip.height, sh_degree=config.sh_degree,
                             background=background[None], backend=backend)
-        truth = torch.as_tensor(clip.frames[i], device=device).float() / 255
-        if clip.masks is not None:
-            m = torch.as_tensor(clip.masks[i], device=device).float()[..., None]
-            truth = truth * m + background * (1 - m)
-        image = out.rgb[0].clamp(0, 1)
-        quality = image_quality(image, truth)
-        psnrs.append(quality[0])
-        ssims.append(quality[1])
-        both = torch.cat([truth, image], dim=1)
-        renders.append((both.cpu().numpy() * 255).round().astype(np.uint8))
-    summary = {"psnr": round(float(np.mean(psnrs)), 3), "ssim": round(float(np.mean(ssims)), 4),
-               "psnr_per_frame": [round(p, 3) for p in psnrs]}
+        images.append(out.rgb[0])
+    summary, renders = held_out_quality(images, clip, ids, config.background)
     return {"summary": summary, "renders": renders}
 
 
