@@ -1,4 +1,4 @@
-# orbitforge: `make demo` sets up and renders the built-in demo; `make test` sets up and runs the tests.
+# orbitforge: `make demo` sets up and turns a prompt into a game-ready asset; `make test` sets up and runs the tests.
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -14,9 +14,10 @@ setup-dev:
 setup-nerf:
 	bash scripts/setup-nerf.sh
 
+# the headline: a prompt through the starter orbit model (checkpoints/orbit-starter) to a validated GLB
 demo: setup
-	$(BIN)/orbitforge render-orbit builtin:toy -o runs/demo --frames 48 --size 256 --elevation 20
-	@echo "open runs/demo/preview/contact_sheet.png and runs/demo/clip/clip.mp4"
+	$(BIN)/orbitforge generate "a red vase with white stripes" -o runs/demo --to-asset --show-recaption --splat-steps 1000
+	@echo "open runs/demo/preview/contact_sheet.png, runs/demo/preview/asset_turntable.gif and runs/demo/asset/asset.glb"
 
 test: setup-dev
 	bash scripts/test.sh $(BIN)/python

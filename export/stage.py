@@ -151,6 +151,7 @@ def export_asset(parts: Sequence[MeshAsset] | None, scene: GaussianScene | None,
         where = presets.placement(lo, hi, config.engine, "gltf", units=units, height_m=config.height_m)
         placed = transform_scene(scene, where.matrix, where.scale, where.pivot)
         metrics["splats"] = placed.num_gaussians
+        metrics["placement_gltf"] = where.to_json()  # the GLB's too (same box): viewers undo it to place files
         rolled = placed
         if config.splats.ply_up == "y_down" and ("ply" in wants_splats or "splat" in wants_splats):
             rolled = transform_scene(placed, Y_DOWN_ROLL, 1.0, np.zeros(3))

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import fields
+import shlex
+from dataclasses import asdict, fields
 from pathlib import Path
 
 # one definition of the CLI's number checks and of the splat/export options and steps
@@ -156,6 +157,22 @@ _TRAIN_FLAGS = ("data", "frames", "size", "model", "text_model", "batch_size", "
                 "ema_decay", "mixed_precision", "checkpoint_every", "sample_every", "log_every", "seed", "workers",
                 "eval_assets")
 """TrainConfig fields exposed as --flags (their help is the field's docstring default)."""
+
+
+def train_command(recorded: dict, output: str | Path) -> str:
+    """The `orbitforge train` command line that re-creates a run from its recorded config.json:
+    the flags that differ from the defaults, plus the ones a reader always wants to see."""
+    from orbitforge.gen.config import TrainConfig
+
+    default = asdict(TrainConfig())
+    always = ("data", "size", "frames", "model", "steps")
+    parts = ["orbitforge", "train", recorded["kind"]]
+    for name in _TRAIN_FLAGS:
+        if name in recorded and (name in always or recorded[name] != default[name]):
+            parts += ["--" + name.replace("_", "-"), str(recorded[name])]
+    if recorded.get("vae"):
+        parts += ["--vae", str(recorded["vae"])]
+    return shlex.join(parts + ["-o", str(output)])
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -55,6 +55,7 @@ from orbitforge.atomic import atomic_path, write_bytes_atomic
 from orbitforge.cameras import Cameras
 from orbitforge.errors import InputError
 # TrainConfig and friends live in gen.config (light, for the command line); imported from here too
+from orbitforge.gen.card import write_model_card
 from orbitforge.gen.config import MODEL_PRESETS, PROCEDURAL, TrainConfig, VAELossConfig
 from orbitforge.gen.flow import FlowBatch, flow_matching_loss
 from orbitforge.gen.text import SentenceEncoder, TextEmbeddings
@@ -379,7 +380,9 @@ def _check_run_folder(out_dir: Path, config: TrainConfig, kind: str) -> None:
 
 
 class _Log:
-    """OUT/log.json (train entries every `log_every` steps, eval entries) and OUT/loss.png."""
+    """OUT/log.json (train entries every `log_every` steps, eval entries, and one `sessions` entry
+    per invocation: its steps, threads and device, i.e. the compute a model card reports) and
+    OUT/loss.png."""
 
     def __init__(self, out_dir: Path, resume_step: int):
         self.out_dir = out_dir
@@ -387,9 +390,12 @@ class _Log:
         old = json.loads(path.read_text()) if path.is_file() and resume_step > 0 else {}
         self.train = [e for e in old.get("train", []) if e["step"] <= resume_step]
         self.eval = [e for e in old.get("eval", []) if e["step"] <= resume_step]
+        self.sessions = [{**s, "to_step": min(s["to_step"], resume_step)}
+                         for s in old.get("sessions", []) if s["from_step"] < resume_step]
 
     def write(self) -> None:
-        write_bytes_atomic(self.out_dir / _LOG, json.dumps({"train": self.train, "eval": self.eval}, indent=1).encode())
+        entries = {"train": self.train, "eval": self.eval, "sessions": self.sessions}
+        write_bytes_atomic(self.out_dir / _LOG, json.dumps(entries, indent=1).encode())
         if not self.train:
             return
         import matplotlib
@@ -465,8 +471,15 @@ def _run_loop(*, config: TrainConfig, out_dir: Path, accelerator, model: torch.n
     log = _Log(out_dir, start)
     end = min(config.steps, stop_at or config.steps)
     main = accelerator.is_main_process
+    device = accelerator.device
+    session = {"from_step": start, "to_step": start, "wall_seconds": 0.0, "processes": accelerator.num_processes,
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "torch_threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    log.sessions.append(session)
+    t_session = time.perf_counter()
 
     def save(step: int) -> None:
+        session.update(to_step=step, wall_seconds=round(time.perf_counter() - t_session, 1))
         if main:
             _save_checkpoint(out_dir, step, raw, ema, optimizer, config)
             log.write()
@@ -848,4 +861,5 @@ def train_dit(config: TrainConfig, out_dir: Path | str, *, progress: Progress | 
     if end >= config.steps and accelerator.is_main_process:
         pipe.save_pretrained(output)
         write_bytes_atomic(out_dir / _METRICS, json.dumps(metrics, indent=1).encode())
+        write_model_card(out_dir, output)
     return TrainResult(out_dir, end, start, output, metrics)

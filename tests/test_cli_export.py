@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,6 +63,18 @@ def test_splat_only_export(tmp_path, validator_ok):
     assert main(["export", str(run), "--formats", "ply,splat,khr"]) == 0
     assert sorted(p.name for p in (run / "asset").iterdir()) == ["splats.ply", "splats.splat", "splats_khr.glb",
                                                                    "validation.json"]
+    # the placement is recorded without a mesh too, so viewers can put the exported file back in the run's world
+    from scipy.spatial import cKDTree
+
+    from orbitforge.gaussians import load_ply
+    from orbitforge.viewers.live import _placement_back_to_run
+
+    rotation, scale, offset = _placement_back_to_run(run, splat_ply=True)
+    exported = load_ply(run / "asset" / "splats.ply").means.numpy().astype(np.float64)
+    original = load_ply(run / "splats" / "splats.ply").means.numpy().astype(np.float64)
+    back = offset + scale * exported @ rotation.T
+    distance, _ = cKDTree(original).query(back)
+    assert distance.max() < 1e-4 * np.ptp(original, axis=0).max()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -104,6 +104,21 @@ def test_dit_trains_on_vae_latents_and_saves_a_pipeline(config, trained_vae, tmp
         torch.testing.assert_close(value, ema[name], rtol=0, atol=0)
     assert (out / "samples" / "step-0000024.png").is_file()
     _assert_no_pickles(out)
+    # the model card: the commands that re-create it, its data, compute and held-out numbers
+    card = (result.output / "README.md").read_text()
+    assert f"orbitforge world dataset --assets 12 --views 4 --size 32 --seed 0 --shard-size 8 -o {config.data}" in card
+    assert "val_fraction" in card  # a dataset setting without a flag is named, not hidden
+    assert f"orbitforge train vae --data {config.data} --frames 4 --size 32 --model tiny" in card
+    assert f"orbitforge train dit --data {config.data}" in card and f"--vae {trained_vae[1]} -o {out}" in card
+    assert f"flow loss (EMA weights, fixed noise) at step 24: val {last['loss_val']:.4f}" in card
+    assert f"reconstruction PSNR at step 24: val {trained_vae[0].metrics['psnr_val']:.2f} dB" in card
+    sessions = log["sessions"]
+    assert [(s["from_step"], s["to_step"], s["device"]) for s in sessions] == [(0, 24, "cpu")]
+    assert f"| 0–24 | cpu | 1 | {torch.get_num_threads()} |" in card
+    params = sum(p.numel() for p in pipe.transformer.parameters())
+    assert f"| transformer | {params / 1e6:.2f} M |" in card
+    for png in ("vae_loss.png", "dit_loss.png", "samples.png"):
+        assert (result.output / png).is_file() and f"]({png})" in card
 
 
 def test_dit_needs_a_trained_vae(config, tmp_path):
@@ -240,6 +255,8 @@ def test_train_cli_runs_and_resumes(dataset, text_model, tmp_path, capsys):
     assert _cli(argv) == 0
     assert "from step 1" in capsys.readouterr().out
     assert (tmp_path / "vae" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+    sessions = json.loads((tmp_path / "vae" / "log.json").read_text())["sessions"]
+    assert [(s["from_step"], s["to_step"]) for s in sessions] == [(0, 1), (1, 2)]  # each invocation's compute
 
 
 def test_procedural_data_trains_without_a_dataset(text_model, tmp_path):

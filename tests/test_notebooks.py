@@ -94,6 +94,7 @@ def test_text_to_asset(tmp_path, monkeypatch):
                        "asset/splats.splat", "asset/validation.json", "preview/contact_sheet.png"])
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["inputs"]["caption"] == "a red mug with white stripes"  # recaptioned from "crimson"
+    assert Path(manifest["inputs"]["model"]) == REPO / "checkpoints" / "orbit-starter"  # the shipped model
     assert "poses" not in manifest["stages"]  # known cameras: no SfM
     assert json.loads((run / "asset" / "validation.json").read_text())["errors"] == 0
 

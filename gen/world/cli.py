@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -59,6 +60,24 @@ def _add_dataset_command(world_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes rendering shards (default: one per core)")
     p.add_argument("--shard-size", type=int, default=d.shard_size, help=f"assets per shard (default {d.shard_size})")
     p.set_defaults(func=_cmd_dataset)
+
+
+def dataset_command(recorded: dict, output: str | Path) -> str:
+    """The `orbitforge world dataset` command line that re-creates a dataset from its recorded
+    config (settings the command has no flag for are named, so a difference is never hidden)."""
+    import shlex
+
+    from orbitforge.gen.world.dataset import DatasetConfig
+
+    flags = {"assets": "--assets", "views": "--views", "size": "--size", "seed": "--seed",
+             "shard_size": "--shard-size"}
+    parts = ["orbitforge", "world", "dataset"]
+    for name, flag in flags.items():
+        parts += [flag, str(recorded[name])]
+    command = shlex.join(parts + ["-o", str(output)])
+    default = asdict(DatasetConfig())
+    other = {k: v for k, v in recorded.items() if k not in flags and json.dumps(v) != json.dumps(default.get(k))}
+    return command + (f"   # with DatasetConfig {other}" if other else "")
 
 
 def _add_probe_command(world_sub: argparse._SubParsersAction) -> None:
