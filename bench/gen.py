@@ -127,11 +127,11 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def markdown(gen: dict, truth: dict, meta: dict) -> str:
-    def fmt(value, spec):
-        return "n/a" if value is None else format(value, spec)
+    def fmt(value, spec, unit=""):
+        return "n/a" if value is None else format(value, spec) + unit
 
     def row(label, key, spec, target, unit=""):
-        return f"| {label} | {fmt(gen.get(key), spec)}{unit} | {fmt(truth.get(key), spec)}{unit} | {target} |"
+        return f"| {label} | {fmt(gen.get(key), spec, unit)} | {fmt(truth.get(key), spec, unit)} | {target} |"
 
     lines = [f"Orbit model {meta['model']} ({meta['frames']} frames, {meta['size']}^2, {meta['steps']} steps), "
              f"{gen['prompts']} held-out prompts (half with unseen colour-category pairs):", "",
@@ -188,26 +188,24 @@ def main(argv=None) -> int:
     args.probe = None if args.probe.lower() == "none" else Path(args.probe)
     prompts = held_out_prompts(args.prompts)
     # 1. generate every clip in this process (timed alone: seconds per clip is the model's cost)
-    # warm-up (first-call allocations and kernel selection are not per-clip cost)
-    pipe(prompts[0]["caption"], num_frames=frames, height=size, width=size, num_inference_steps=1)
+    def sample(caption: str, num_frames: int, seed: int, steps: int = args.steps):
+        """One timed orbit at the benchmark's settings: (clip, seconds)."""
+        t0 = time.perf_counter()
+        out = pipe(caption, cameras=OrbitSettings(elevation_deg=args.elevation), num_frames=num_frames, height=size,
+                   width=size, num_inference_steps=steps, guidance_scale=args.guidance,
+                   generator=torch.Generator(device).manual_seed(seed))
+        return out.clip, time.perf_counter() - t0
+
+    sample(prompts[0]["caption"], frames, 0, steps=1)  # warm-up: first-call allocations are not per-clip cost
     clips, truths, seconds = [], [], []
     for k, prompt in enumerate(prompts):
-        t0 = time.perf_counter()
-        out = pipe(prompt["caption"], cameras=OrbitSettings(elevation_deg=args.elevation), num_frames=frames,
-                   height=size, width=size, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                   generator=torch.Generator(device).manual_seed(k))
-        seconds.append(time.perf_counter() - t0)
-        clips.append(out.clip)
+        clip, took = sample(prompt["caption"], frames, k)
+        seconds.append(took)
+        clips.append(clip)
         truths.append(render_orbit(sample_asset(prompt["seed"]).parts,
                                    OrbitConfig(frames=frames, size=size, elevation_deg=args.elevation)))
     # the target is stated for 16-frame clips: time those too when the model's default is shorter
-    seconds_16 = []
-    for k in range(3 if frames != 16 else 0):
-        t0 = time.perf_counter()
-        pipe(prompts[k]["caption"], cameras=OrbitSettings(elevation_deg=args.elevation), num_frames=16, height=size,
-             width=size, num_inference_steps=args.steps, guidance_scale=args.guidance,
-             generator=torch.Generator(device).manual_seed(k))
-        seconds_16.append(time.perf_counter() - t0)
+    seconds_16 = [sample(prompts[k % len(prompts)]["caption"], 16, k)[1] for k in range(3 if frames != 16 else 0)]
     print(f"generated {len(clips)} clips, median {np.median(seconds):.2f} s each; measuring with "
           f"{args.workers} worker processes", flush=True)
     # 2. measure generated clips and their ground-truth peers side by side in worker processes
