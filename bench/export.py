@@ -41,26 +41,13 @@ from conftest import DATA  # noqa: E402
 from orbitforge.export.mesh import MeshConfig, mesh_from_splats  # noqa: E402
 from orbitforge.gaussians import load_ply, save_ply  # noqa: E402
 from orbitforge.mesh import load_meshes  # noqa: E402
+from orbitforge.recon.metrics import surface_chamfer  # noqa: E402
 from orbitforge.recon.splat.trainer import SplatConfig, train_splats  # noqa: E402
 from orbitforge.render import OrbitConfig, RenderConfig, orbit_cameras_for, render, render_orbit  # noqa: E402
 
 ASSETS = {"spot": "assets/spot/spot_textured.glb", "avocado": "assets/Avocado.glb"}
 HELD_OUT = ((10.0, 3.75), (35.0, 11.25))  # (elevation, start azimuth): off the training ring's views
 HELD_OUT_VIEWS = 4  # per held-out ring
-
-
-def chamfer(mesh, parts, samples: int = 50_000) -> float:
-    """Symmetric mean Chamfer distance of `mesh` (a MeshAsset or a trimesh) to the true parts,
-    as a fraction of the true bounding-box diagonal."""
-    import trimesh
-    from scipy.spatial import cKDTree
-
-    truth = trimesh.util.concatenate([p.to_trimesh() for p in parts])
-    a, _ = trimesh.sample.sample_surface(truth, samples, seed=0)
-    got = mesh.to_trimesh() if hasattr(mesh, "to_trimesh") else mesh
-    b, _ = trimesh.sample.sample_surface(got, samples, seed=1)
-    d = (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()) / 2
-    return float(d / np.linalg.norm(truth.bounds[1] - truth.bounds[0]))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -128,7 +115,7 @@ def main() -> None:
         bare = replace(mesh, uvs=None, base_colour=None, _cache={})
         geometry = np.concatenate([render(bare, c, grey).rgb for c in cams])
         per_view = [psnr(t, g) for t, g in zip(truth, got)]
-        cd = chamfer(mesh, parts)
+        cd = surface_chamfer(mesh, parts, samples=50_000)
         results[name] = {"chamfer_fraction_of_diagonal": round(cd, 5), "psnr_held_out_db": round(float(np.mean(per_view)), 2),
                          "psnr_per_view_db": [round(p, 2) for p in per_view], "faces": len(mesh.faces),
                          "vertices": len(mesh.vertices), "gaussians": scene.num_gaussians,

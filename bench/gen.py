@@ -3,13 +3,16 @@ reconstruct?
 
 For N held-out prompts (world assets with seeds the training set never used; half of them with a
 (main colour, category) pair that the training split held out), the pipeline generates an orbit
-with known cameras, and each clip is measured four ways:
+with known cameras, and each clip is measured five ways:
 
 * **3D consistency**: COLMAP SfM on the generated frames (`estimate_poses(..., verify_known=True)`):
   the share of frames it registers and the rotation error of its cameras against the conditioning
   cameras after a robust Sim(3) alignment (targets: >= 90 % registered, <= 3 deg);
 * **reconstructability**: splats fitted to the clip with its known cameras (`train_splats`),
   PSNR on the held-out frames (target >= 26 dB);
+* **mesh**: the two mesh sources `export` can use, fused splat depth and the visual hull of the
+  clip's silhouettes, rendered back from the clip's cameras (silhouette IoU and PSNR); on the
+  ground-truth renders also their Chamfer distance to the true asset;
 * **prompt following**: the world's attribute probe (`orbitforge world probe`) reads category and
   main colour from every frame (targets >= 80 %);
 * **speed**: seconds per clip on this machine (target <= 20 s for a 16-frame clip at the starter
@@ -71,8 +74,9 @@ def held_out_prompts(n: int, dataset_seed: int = 0, holdout_fraction: float = 0.
     return prompts
 
 
-def measure_clip(clip, workdir: Path, splat_steps: int) -> dict:
-    """SfM consistency against the known cameras, and held-out PSNR of splats fitted with them."""
+def measure_clip(clip, workdir: Path, splat_steps: int, truth_parts=None) -> dict:
+    """SfM consistency against the known cameras, held-out PSNR of splats fitted with them, and
+    the meshes made from them (`measure_meshes`)."""
     from orbitforge.recon.poses import PosesConfig, estimate_poses
     from orbitforge.recon.splat.trainer import SplatConfig, train_splats
 
@@ -88,16 +92,53 @@ def measure_clip(clip, workdir: Path, splat_steps: int) -> dict:
         out["poses_error"] = f"{type(exc).__name__}: {exc}"
     splats = train_splats(clip, SplatConfig(steps=splat_steps, sh_degree=1, holdout_every=4))
     out["splat_psnr"] = float(splats.metrics["psnr"])
+    out.update(measure_meshes(clip, splats.scene, truth_parts))
     return out
 
 
-def score(clip, prompt: dict, splat_steps: int, probe_path: Path | None) -> dict:
-    """All measures of one clip, in a fresh temporary folder (runs in a worker process)."""
+def measure_meshes(clip, scene, truth_parts=None) -> dict:
+    """The two mesh sources `export` can use for a clip with known cameras, side by side: the
+    splats' fused depth and the visual hull.  Each mesh is rendered back from the clip's cameras
+    (unlit, as its baked texture already holds the shading): silhouette IoU against the clip's
+    object and PSNR of the whole frame; with the true asset, the surface Chamfer distance too."""
+    from orbitforge.errors import InputError
+    from orbitforge.export.mesh import foreground_masks, mesh_from_silhouettes, mesh_from_splats
+    from orbitforge.export.stage import mesh_config_for
+    from orbitforge.recon.metrics import surface_chamfer
+    from orbitforge.render import RenderConfig, render
+
+    config = mesh_config_for(clip.width, clip.height, 20_000)  # what `export` would use
+    objects = clip.masks if clip.masks is not None else foreground_masks(clip, config.foreground_threshold)
+    out = {}
+    for name, make in (("splat_mesh", lambda: mesh_from_splats(scene, clip, config)),
+                       ("hull_mesh", lambda: mesh_from_silhouettes(clip, config))):
+        try:
+            mesh = make()
+        except InputError:  # nothing to mesh counts as an empty render
+            out[f"{name}_iou"] = 0.0
+            continue
+        back = render([mesh], clip.cameras, RenderConfig(shading="unlit", supersample=2))
+        out[f"{name}_iou"] = float((back.mask & objects).sum() / max((back.mask | objects).sum(), 1))
+        mse = np.mean((back.rgb.astype(np.float64) - clip.frames) ** 2)
+        out[f"{name}_psnr"] = float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
+        if truth_parts is not None:
+            out[f"{name}_chamfer"] = surface_chamfer(mesh, truth_parts)
+    return out
+
+
+def score(clip, prompt: dict, splat_steps: int, probe_path: Path | None, truth: bool = False) -> dict:
+    """All measures of one clip, in a fresh temporary folder (runs in a worker process); a
+    ground-truth render's meshes are also measured against the asset itself."""
     import torch
 
     torch.set_num_threads(1)  # one clip per core: COLMAP and small splat fits scale poorly across threads
+    parts = None
+    if truth:
+        from orbitforge.gen.world.assets import sample_asset
+
+        parts = sample_asset(prompt["seed"]).parts
     with tempfile.TemporaryDirectory() as tmp:
-        row = measure_clip(clip, Path(tmp), splat_steps)
+        row = measure_clip(clip, Path(tmp), splat_steps, parts)
     if probe_path is not None:
         from orbitforge.gen.world.probe import AttributeProbe
 
@@ -119,6 +160,9 @@ def summarise(rows: list[dict]) -> dict:
     summary = {"prompts": len(rows), "registered_fraction": mean("registered_fraction"),
                "rotation_median_deg": median("rotation_median_deg"), "splat_psnr": mean("splat_psnr"),
                "seconds_per_clip": median("seconds")}
+    for source in ("splat_mesh", "hull_mesh"):
+        for measure in ("iou", "psnr", "chamfer"):
+            summary[f"{source}_{measure}"] = mean(f"{source}_{measure}")
     if rows and "probe_category" in rows[0]:
         for split, subset in (("all", rows), ("unseen_pairs", [r for r in rows if r["unseen_pair"]])):
             summary[f"probe_category_{split}"] = mean("probe_category", subset)
@@ -139,6 +183,11 @@ def markdown(gen: dict, truth: dict, meta: dict) -> str:
              row("frames COLMAP registers", "registered_fraction", ".1%", ">= 90%"),
              row("median rotation error vs the cameras", "rotation_median_deg", ".2f", "<= 3 deg", " deg"),
              row("held-out PSNR of splats fitted with the known cameras", "splat_psnr", ".2f", ">= 26 dB", " dB")]
+    for source, label in (("splat_mesh", "mesh from splat depth"), ("hull_mesh", "mesh from silhouettes (visual hull)")):
+        lines += [row(f"{label}: silhouette IoU rendered back", f"{source}_iou", ".3f", ""),
+                  row(f"{label}: PSNR rendered back", f"{source}_psnr", ".2f", "", " dB")]
+        if truth.get(f"{source}_chamfer") is not None:
+            lines.append(row(f"{label}: Chamfer to the true asset (share of diagonal)", f"{source}_chamfer", ".2%", ""))
     if "probe_category_all" in gen:
         lines += [row("probe: category, all prompts", "probe_category_all", ".1%", ">= 80%"),
                   row("probe: category, unseen pairs", "probe_category_unseen_pairs", ".1%", ">= 80%"),
@@ -211,13 +260,15 @@ def main(argv=None) -> int:
     # 2. measure generated clips and their ground-truth peers side by side in worker processes
     jobs = [(clip, prompt) for prompt, clip in zip(prompts, clips)] + list(zip(truths, prompts))
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(score, clip, prompt, args.splat_steps, args.probe) for clip, prompt in jobs]
+        futures = [pool.submit(score, clip, prompt, args.splat_steps, args.probe, k >= len(prompts))
+                   for k, (clip, prompt) in enumerate(jobs)]
         scored = []
         for k, future in enumerate(futures):
             scored.append(future.result())
             kind, i = ("generated", k) if k < len(prompts) else ("truth", k - len(prompts))
             print(f"[{k + 1}/{len(jobs)}] {kind:9s} registered {scored[-1]['registered_fraction']:.0%}  "
-                  f"PSNR {scored[-1]['splat_psnr']:.1f}  {prompts[i]['caption']}", flush=True)
+                  f"PSNR {scored[-1]['splat_psnr']:.1f}  mesh IoU splats {scored[-1]['splat_mesh_iou']:.2f} "
+                  f"hull {scored[-1]['hull_mesh_iou']:.2f}  {prompts[i]['caption']}", flush=True)
     rows = [{**p, "seconds": s, **r} for p, s, r in zip(prompts, seconds, scored[:len(prompts)])]
     truth_rows = [{**p, **r} for p, r in zip(prompts, scored[len(prompts):])]
     sheets = [(clip.frames, prompt["caption"]) for clip, prompt in zip(clips, prompts)]

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from conftest import DATA  # noqa: E402
-from export import chamfer  # noqa: E402  (bench/export.py)
+from orbitforge.recon.metrics import surface_chamfer  # noqa: E402
 
 from orbitforge.cli import main as orbitforge  # noqa: E402
 from orbitforge.errors import InputError  # noqa: E402
@@ -53,7 +53,7 @@ def mesh_chamfer(run: Path, truth_parts) -> float:
     placement = json.loads((run / "run.json").read_text())["stages"]["asset"]["metrics"]["placement_gltf"]
     mesh = trimesh.load(run / "asset" / "asset.glb", force="mesh")
     mesh.apply_transform(Placement.from_json(placement).file_to_world())
-    return chamfer(mesh, truth_parts)
+    return surface_chamfer(mesh, truth_parts, samples=50_000)
 
 
 def main() -> None:

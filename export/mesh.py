@@ -1,7 +1,8 @@
-"""Mesh from splats or a NeRF: a textured, game-ready triangle mesh from depth renders and the clip.
+"""Mesh from splats, a NeRF or silhouettes: a textured, game-ready triangle mesh and the clip.
 
     mesh_from_splats(scene, clip, MeshConfig(faces=20_000)) -> MeshAsset
     mesh_from_depths(depth, cameras, clip, MeshConfig())     -> MeshAsset   (any renderer's depth)
+    mesh_from_silhouettes(clip, MeshConfig())                -> MeshAsset   (a visual hull)
 
 `mesh_from_splats` does phases 1-2 and hands its depth maps to `mesh_from_depths` (3-7), which
 the NeRF backend (`recon.nerf`) calls with nerfstudio's depth renders.
@@ -22,11 +23,19 @@ Phases (each a small function below):
 5. Quadric decimation to the face budget (fast-simplification).
 6. UV atlas (xatlas) and base-colour bake from the input frames (`export.bake`).
 7. Vertex normals (trimesh, area-weighted) carried across the atlas's seam splits.
+
+`mesh_from_silhouettes` replaces phases 1-3 with a visual hull: every voxel is projected into
+every frame and kept when it falls inside the object's silhouette in all views but
+`hull_tolerance` of them.  It needs no depth at all, so it is the mesh source for clips whose
+views do not quite agree (generated orbits): there TSDF fusion of splat depth carves away
+whatever moves between views and leaves fragments, while silhouettes still overlap.  A hull
+cannot see concavities (a mug's inside is filled); the splat and NeRF paths can.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -45,7 +54,7 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 """progress(phase, done, total): phase is one of the names in `PHASES`."""
 
-PHASES = ("render", "fuse", "clean", "decimate", "atlas", "bake")
+PHASES = ("render", "fuse", "carve", "clean", "decimate", "atlas", "bake")
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,13 @@ class MeshConfig:
     """Cut away surface outside the region of interest (padded by `roi_margin`)."""
     roi_margin: float = 0.1
     """Padding of the region of interest, as a share of its diagonal."""
+    hull_tolerance: int = 1
+    """Visual hull only: views whose silhouette may leave a voxel out before it is carved away.
+    0 is the strict hull; 1 forgives one view that disagrees (a generated frame whose handle
+    drifted, a blurred mask edge)."""
+    foreground_threshold: float = 0.1
+    """Visual hull of a clip without masks: a pixel is foreground when its colour differs from the
+    backdrop (the median of the frame borders) by more than this (RGB in 0-1, Euclidean)."""
     bake: BakeConfig = field(default_factory=BakeConfig)
     """Texture baking settings; its `size` is replaced by `texture_size`."""
 
@@ -108,6 +124,10 @@ class MeshConfig:
             raise InputError(f"MeshConfig.alpha_threshold must be in (0, 1), got {self.alpha_threshold}")
         if not 0.0 < self.keep_component_ratio <= 1.0:
             raise InputError(f"MeshConfig.keep_component_ratio must be in (0, 1], got {self.keep_component_ratio}")
+        if self.hull_tolerance < 0:
+            raise InputError(f"MeshConfig.hull_tolerance must be 0 or more, got {self.hull_tolerance}")
+        if not 0.0 < self.foreground_threshold < 1.0:
+            raise InputError(f"MeshConfig.foreground_threshold must be in (0, 1), got {self.foreground_threshold}")
 
 
 @dataclass(frozen=True)
@@ -186,6 +206,12 @@ def mesh_from_depths(depth: np.ndarray, cams: Cameras, clip: Clip, config: MeshC
     report("fuse", 0, 1)
     vertices, faces = _fuse(depth, cams, voxel, region, config)
     report("fuse", 1, 1)
+    return _finish(vertices, faces, clip, config, region, voxel, report)
+
+
+def _finish(vertices: np.ndarray, faces: np.ndarray, clip: Clip, config: MeshConfig, region: _Region, voxel: float,
+            report: Progress) -> MeshAsset:
+    """Phases 4-7 over any closed surface in the clip's world: clean, decimate, atlas, bake."""
     # 4. crop, largest component(s)
     vertices, faces = _clean(vertices, faces, region, config)
     report("clean", 1, 1)
@@ -203,6 +229,138 @@ def mesh_from_depths(depth: np.ndarray, cams: Cameras, clip: Clip, config: MeshC
                 voxel, 100 * baked.seen_fraction)
     return MeshAsset(vertices=vertices, faces=faces, normals=normals, uvs=uvs, base_colour=baked.texture,
                      name="mesh", units="m", up_axis="+Y")
+
+
+def mesh_from_silhouettes(clip: Clip, config: MeshConfig = MeshConfig(), *,
+                          progress: Progress | None = None) -> MeshAsset:
+    """A textured visual hull of the object in a posed clip: no splats, no depth.
+
+    Args:
+        clip: frames with cameras; its masks when it has them, else the pixels that differ from
+            the backdrop (`foreground_masks`).
+        config: `voxel_resolution`, `hull_tolerance` and `foreground_threshold` shape the hull;
+            phases 4-7 as for the other sources.
+    """
+    report = progress or (lambda phase, done, total: None)
+    if clip.cameras is None:
+        raise InputError("meshing needs the clip's cameras: run `orbitforge poses` first")
+    masks = clip.masks if clip.masks is not None else foreground_masks(clip, config.foreground_threshold)
+    report("carve", 0, 1)
+    vertices, faces, voxel = _carve(clip.cameras, masks, config)
+    report("carve", 1, 1)
+    if clip.masks is None:  # the bake samples only inside the silhouettes, not the backdrop around them
+        clip = Clip(clip.frames, clip.cameras, masks, fps=clip.fps, source=clip.source)
+    region = _Region(vertices.min(axis=0), vertices.max(axis=0))
+    return _finish(vertices, faces, clip, replace(config, crop=False), region, voxel, report)
+
+
+def visual_hull(clip: Clip, config: MeshConfig = MeshConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """The untextured visual hull of a posed clip: (V, 3) vertices and (F, 3) faces, CCW seen
+    from outside, closed; `mesh_from_silhouettes` without clean-up, decimation and texture."""
+    if clip.cameras is None:
+        raise InputError("a visual hull needs the clip's cameras: run `orbitforge poses` first")
+    masks = clip.masks if clip.masks is not None else foreground_masks(clip, config.foreground_threshold)
+    vertices, faces, _ = _carve(clip.cameras, masks, config)
+    return vertices, faces
+
+
+def _carve(cameras: Cameras, masks: np.ndarray, config: MeshConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """Marching cubes over the hull field: a coarse pass over the ball the cameras frame finds the
+    hull's box, a fine pass at `voxel_resolution` fills it.  Returns vertices, faces, voxel."""
+    if not masks.any():
+        raise InputError("no frame shows an object against its backdrop: nothing to carve; lower "
+                         "MeshConfig.foreground_threshold or give the clip masks")
+    tolerance = min(config.hull_tolerance, max(len(masks) - 2, 0))  # at least two views must agree
+    sdf = np.stack([_silhouette_distance(m) for m in masks])  # [T, H, W], pixels, < 0 inside
+    centre, ball = _framed_ball(cameras)
+    step = 2 * math.sqrt(3) * ball / 48
+    field, lo = _hull_field(sdf, cameras, _Region(centre - ball, centre + ball), step, tolerance)
+    inside = np.argwhere(field < 0)
+    if len(inside) == 0:
+        raise InputError("the silhouettes share no volume: the clip's cameras do not agree with its frames; "
+                         "raise MeshConfig.hull_tolerance or check the poses")
+    region = _Region(lo + (inside.min(axis=0) - 1) * step, lo + (inside.max(axis=0) + 1) * step)
+    voxel = config.voxel_size or region.diagonal / config.voxel_resolution
+    field, lo = _hull_field(sdf, cameras, region, voxel, tolerance)
+    vertices, faces = _surface(field, lo, voxel)
+    return vertices, faces, voxel
+
+
+def foreground_masks(clip: Clip, threshold: float = 0.1) -> np.ndarray:
+    """(T, H, W) bool: pixels whose colour differs from the backdrop by more than `threshold`.
+
+    The backdrop is the median colour of each frame's one-pixel border (generated orbits and
+    rendered clips sit on a plain one).  Holes inside the object (a white stripe on a white
+    backdrop) are filled; specks of a few pixels are dropped.
+    """
+    from scipy import ndimage
+
+    frames = clip.frames.astype(np.float32) / 255
+    out = np.zeros(frames.shape[:3], bool)
+    for t, frame in enumerate(frames):
+        border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
+        backdrop = np.median(border, axis=0)
+        mask = np.linalg.norm(frame - backdrop, axis=-1) > threshold
+        mask = ndimage.binary_opening(mask, iterations=1)
+        out[t] = ndimage.binary_fill_holes(mask)
+    return out
+
+
+def _silhouette_distance(mask: np.ndarray) -> np.ndarray:
+    """Signed distance in pixels to the silhouette's edge: negative inside, positive outside.
+    The edge lies half-way between an inside and an outside pixel centre."""
+    from scipy import ndimage
+
+    if not mask.any():
+        return np.full(mask.shape, np.inf, np.float32)
+    outside = ndimage.distance_transform_edt(~mask)
+    inside = ndimage.distance_transform_edt(mask)
+    return np.where(mask, 0.5 - inside, outside - 0.5).astype(np.float32)
+
+
+_OUTSIDE = np.float32(1e3)
+"""Silhouette distance (pixels) of a point no view can place inside: far outside."""
+
+
+def _hull_field(sdf: np.ndarray, cams: Cameras, region: _Region, voxel: float, tolerance: int):
+    """Per voxel corner of `region`, the silhouette distance (pixels) that decides it: the
+    (tolerance + 1)-th largest over the views, < 0 inside the hull.  A point outside a frame counts
+    as outside that view's silhouette: an orbit keeps its object in frame, and without that rule
+    the corners of the box that only two views see would survive as floaters.
+
+    Hand-written: no library carves a visual hull from calibrated silhouettes.
+    Returns the field [X, Y, Z] and the world position of its first corner.
+    """
+    from scipy.ndimage import map_coordinates
+
+    shape = np.maximum(np.ceil((region.hi - region.lo) / voxel).astype(int) + 1, 2)
+    axes = [region.lo[i] + voxel * np.arange(shape[i]) for i in range(3)]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    top = np.full((tolerance + 1, len(points)), -np.inf, np.float32)  # the largest distances so far
+    h, w = sdf.shape[1:]
+    for t in range(len(cams)):
+        uv, z = cams[[t]].project(points)
+        u, v = uv[0, :, 0] - 0.5, uv[0, :, 1] - 0.5  # pixel-centre coordinates to array indices
+        ok = (z[0] > 0) & (u >= -0.5) & (u <= w - 0.5) & (v >= -0.5) & (v <= h - 0.5)
+        d = np.full(len(points), _OUTSIDE, np.float32)
+        d[ok] = map_coordinates(sdf[t], [v[ok], u[ok]], order=1, mode="nearest")
+        top = np.sort(np.concatenate([top, np.minimum(d, _OUTSIDE)[None]]), axis=0)[-(tolerance + 1):]
+    return top[0].reshape(shape), region.lo
+
+
+def _surface(field: np.ndarray, origin: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:
+    """The zero level set of a field that is negative inside (scikit-image's marching cubes),
+    as world vertices and faces wound counter-clockwise seen from outside."""
+    from skimage.measure import marching_cubes
+
+    # pad with outside so that a hull touching the box is still closed
+    padded = np.pad(field, 1, constant_values=_OUTSIDE)
+    verts, faces, _, _ = marching_cubes(padded, level=0.0)
+    if len(faces) == 0:
+        raise InputError("the visual hull is empty: the silhouettes share no volume")
+    # with the default gradient_direction ("descent") the triangles wind counter-clockwise seen
+    # from the higher values, here outside; tests/test_export_mesh.py checks the signed volume
+    return origin + (verts - 1) * voxel, faces.astype(np.int64)
 
 
 def depth_from_ray_distance(distance: np.ndarray, accumulation: np.ndarray, cams: Cameras,

@@ -203,12 +203,26 @@ def _splat_bounds(scene: GaussianScene) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 
 
+MESH_SOURCES = ("splats", "nerf", "hull")
+"""What a mesh can be made from: splat depth, NeRF depth, or the clip's silhouettes (export.mesh)."""
+
+
 def mesh_source(run) -> str:
-    """What `export` makes the mesh from when not told: "splats" when the run has finished
-    splats, else "nerf" when it has a finished NeRF, else "splats" (whose error says what to run)."""
+    """What `export` makes the mesh from when not told: "hull" for a generated clip (its views do
+    not agree closely enough for depth fusion, see export.mesh), else "splats" when the run has
+    finished splats, else "nerf" when it has a finished NeRF, else "splats" (whose error says
+    what to run)."""
+    if _generated(run):
+        return "hull"
     if run.is_done("splats"):
         return "splats"
     return "nerf" if run.is_done("nerf") else "splats"
+
+
+def _generated(run) -> bool:
+    """Whether RUN's clip came from the orbit model (`orbitforge generate` records its model)."""
+    clip = run.manifest.get("stages", {}).get("clip", {})
+    return clip.get("status") == "done" and "model" in (clip.get("config") or {})
 
 
 def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None, source: str = "splats",
@@ -216,16 +230,17 @@ def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None, sour
     """Stage "asset" over a run folder: RUN/asset/ with every format and validation.json.
 
     The mesh comes from `mesh_path` when given, else from `source`: "splats" (mesh_from_splats
-    over RUN/splats and the posed clip) or "nerf" (RUN/nerf's depth renders through
-    mesh_from_depths); splat formats always come from RUN/splats/splats.ply.
+    over RUN/splats and the posed clip), "nerf" (RUN/nerf's depth renders through
+    mesh_from_depths) or "hull" (mesh_from_silhouettes over the posed clip); splat formats always
+    come from RUN/splats/splats.ply.
     On a validation failure the report is kept as RUN/asset.validation.json (the stage folder is
     not created) and ExportValidationError says so in one line.
     """
     from orbitforge.gaussians import load_ply
     from orbitforge.mesh import load_meshes
 
-    if source not in ("splats", "nerf"):
-        raise InputError(f"unknown mesh source {source!r}; choose splats or nerf")
+    if source not in MESH_SOURCES:
+        raise InputError(f"unknown mesh source {source!r}; choose {', '.join(MESH_SOURCES)}")
     splat_file = run.stage_path("splats") / "splats.ply"
     has_splats = splat_file.is_file() and run.is_done("splats")
     mesh_from = "file" if mesh_path is not None else source
@@ -238,15 +253,20 @@ def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None, sour
         raise InputError(f"{run.root} has no finished splats stage, needed for {want}; run `orbitforge splat {run.root}`")
     parts = load_meshes(mesh_path) if mesh_path is not None else None
     depends = (["splats"] if has_splats and needs_splats else []) + (["nerf"] if mesh_from == "nerf" else [])
+    if mesh_from == "hull":  # the silhouettes and cameras of the posed clip
+        depends.append("poses" if run.is_done("poses") else "clip")
     settings = asdict(config)
-    settings["mesh_source"] = {"file": "file", "splats": "mesh_from_splats", "nerf": "nerf"}[mesh_from]
+    settings["mesh_source"] = {"file": "file", "splats": "mesh_from_splats", "nerf": "nerf",
+                               "hull": "mesh_from_silhouettes"}[mesh_from]
     failed_report = run.root / f"{STAGE}.validation.json"
 
     def stage(tmp: Path) -> dict:
         scene = load_ply(splat_file) if needs_splats else None
         mesh = parts
         if mesh is None and any(f in MESH_FORMATS for f in config.formats):
-            mesh = _mesh_from_nerf(run, config.faces) if mesh_from == "nerf" else _mesh_from_splats(run, scene, config.faces)
+            make = {"nerf": lambda: _mesh_from_nerf(run, config.faces), "hull": lambda: _mesh_from_hull(run, config.faces),
+                    "splats": lambda: _mesh_from_splats(run, scene, config.faces)}[mesh_from]
+            mesh = make()
         try:
             metrics = export_asset(mesh, scene, tmp, config, status=status)
         except Exception:
@@ -289,6 +309,15 @@ def _mesh_from_splats(run, scene: GaussianScene, faces: int) -> list[MeshAsset]:
     return [mesh_from_splats(scene, clip, mesh_config_for(clip.width, clip.height, faces))]
 
 
+def _mesh_from_hull(run, faces: int) -> list[MeshAsset]:
+    """The textured visual hull of RUN's posed clip (export/mesh.py)."""
+    from orbitforge.export.mesh import mesh_from_silhouettes
+    from orbitforge.recon.stages import posed_clip
+
+    clip = posed_clip(run)[0]
+    return [mesh_from_silhouettes(clip, mesh_config_for(clip.width, clip.height, faces))]
+
+
 def _mesh_from_nerf(run, faces: int) -> list[MeshAsset]:
     """The textured mesh fused from RUN/nerf's depth renders over the posed clip."""
     from orbitforge.export.mesh import depth_from_ray_distance, mesh_from_depths
@@ -314,4 +343,4 @@ def mesh_config_for(width: int, height: int, faces: int):
     return MeshConfig(faces=faces, texture_size=texture, render_size=int(min(256, max(64, 2 * side))))
 
 
-__all__ = ["ExportConfig", "export_asset", "run_export", "mesh_source", "FORMATS", "ENGINES"]
+__all__ = ["ExportConfig", "export_asset", "run_export", "mesh_source", "MESH_SOURCES", "FORMATS", "ENGINES"]

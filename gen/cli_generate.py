@@ -143,8 +143,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     print(f"clip: {state} -> {result.path} ({frames} frames, {size} px, \"{caption}\")")
     print(f"previews: {sheet_path}, {gif_path}")
     if args.to_asset:  # the clip's cameras are known: no COLMAP, straight to splats
+        from orbitforge.export.stage import mesh_source
+
         _splat_step(run, args)
-        asset = _export_step(run, export_config)
+        asset = _export_step(run, export_config, source=mesh_source(run))  # the visual hull (export.mesh)
         print(f"asset: {asset.path} (previews in {run.root / 'preview'})")
     return 0
 

@@ -87,8 +87,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run folder (after `splat` or `nerf`; or any folder when --mesh is given)")
     _add_export_arguments(p)
     p.add_argument("--mesh", type=Path, default=None, help="take the mesh from this file instead of extracting it from the splats")
-    p.add_argument("--from", dest="source", choices=("auto", "splats", "nerf"), default="auto",
-                   help="what the mesh is made from: splats, nerf, or auto (splats when the run has them, else nerf)")
+    # the sources are export.stage.MESH_SOURCES, spelled out to keep the parser's imports light
+    p.add_argument("--from", dest="source", choices=("auto", "splats", "nerf", "hull"), default="auto",
+                   help="what the mesh is made from: splats, nerf, hull (the clip's silhouettes: solid where views "
+                        "disagree, but concavities filled), or auto (hull for a generated clip, else splats when the "
+                        "run has them, else nerf)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("reconstruct", help="video or photos to a validated asset: ingest, poses, splats, export")

@@ -1,5 +1,6 @@
-"""Quality measures for reconstructions: pose errors against known cameras, and image quality
-of held-out renders (the same PSNR and SSIM for splats and NeRFs, so the two compare).
+"""Quality measures for reconstructions: pose errors against known cameras, image quality of
+held-out renders (the same PSNR and SSIM for splats and NeRFs, so the two compare), and the
+surface Chamfer distance of a mesh to the true one.
 
 SfM recovers cameras only up to a similarity (scale, rotation, translation), so estimated poses
 are first aligned to the truth with a robust Sim(3) fitted to the camera centres (pycolmap's
@@ -22,6 +23,21 @@ def psnr(render, truth) -> float:
 
     mse = float(torch.mean((render.clamp(0, 1) - truth) ** 2))
     return 10 * float(np.log10(1.0 / max(mse, 1e-12)))
+
+
+def surface_chamfer(mesh, truth_parts, samples: int = 30_000) -> float:
+    """Symmetric mean surface Chamfer distance of `mesh` (a MeshAsset or a trimesh) to the true
+    parts (MeshAssets), as a share of the truth's bounding-box diagonal: points sampled on each
+    surface, each one's distance to the nearest sample on the other, averaged both ways."""
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    truth = trimesh.util.concatenate([p.to_trimesh() for p in truth_parts])
+    got = mesh.to_trimesh() if hasattr(mesh, "to_trimesh") else mesh
+    a, _ = trimesh.sample.sample_surface(truth, samples, seed=0)
+    b, _ = trimesh.sample.sample_surface(got, samples, seed=1)
+    d = (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()) / 2
+    return float(d / np.linalg.norm(truth.bounds[1] - truth.bounds[0]))
 
 
 def image_quality(render, truth) -> tuple[float, float]:

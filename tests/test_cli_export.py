@@ -77,6 +77,26 @@ def test_splat_only_export(tmp_path, validator_ok):
     assert distance.max() < 1e-4 * np.ptp(original, axis=0).max()
 
 
+def test_mesh_from_the_clips_silhouettes(tmp_path, capsys, validator_ok):
+    """`--from hull` needs no splats: a rendered clip straight to a validated GLB of its visual hull."""
+    from orbitforge.cli import _build_parser
+    from orbitforge.export.stage import MESH_SOURCES
+    from orbitforge.mesh import load_meshes
+
+    run = tmp_path / "run"
+    assert main(["render-orbit", "builtin:globe", "-o", str(run), "--frames", "12", "--size", "64"]) == 0
+    assert main(["export", str(run), "--from", "hull", "--formats", "glb", "--faces", "1500"]) == 0
+    assert "0 errors" in capsys.readouterr().out
+    stage = json.loads((run / "run.json").read_text())["stages"]["asset"]
+    assert stage["config"]["mesh_source"] == "mesh_from_silhouettes" and stage["depends_on"] == ["clip"]
+    (mesh,) = load_meshes(run / "asset" / "asset.glb")
+    extent = np.ptp(mesh.vertices, axis=0)
+    assert len(mesh.faces) <= 1500 and np.allclose(extent, extent.mean(), rtol=0.1)  # a ball, not a fragment
+    # the parser takes every source the stage knows
+    for source in MESH_SOURCES:
+        assert _build_parser().parse_args(["export", str(run), "--from", source]).source == source
+
+
 @pytest.mark.parametrize("args, message", [
     (["--formats", "glb,webp"], "unknown export format(s) webp"),
     (["--mesh", "/no/such/mesh.glb"], "mesh file not found"),

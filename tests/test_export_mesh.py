@@ -1,4 +1,5 @@
-"""Mesh from splats: geometry, orientation, UVs and baked texture, bad input, and quality on real assets.
+"""Mesh from splats and from silhouettes: geometry, orientation, UVs and baked texture, bad input,
+and quality on real assets.
 
 The fast tests build splats by hand on a known sphere, so they check the pipeline (renders ->
 TSDF -> clean-up -> decimation -> atlas -> bake) without training.  The asset tests train
@@ -9,6 +10,7 @@ distance to the ground-truth mesh as a share of its bounding-box diagonal.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,9 +18,11 @@ import torch
 
 from orbitforge.errors import InputError
 from orbitforge.export.bake import _rasterize_uv
-from orbitforge.export.mesh import MeshConfig, mesh_from_splats
+from orbitforge.clip import Clip
+from orbitforge.export.mesh import MeshConfig, foreground_masks, mesh_from_silhouettes, mesh_from_splats, visual_hull
 from orbitforge.gaussians import GaussianScene, rgb_to_sh
 from orbitforge.mesh import MeshAsset, load_meshes
+from orbitforge.recon.metrics import surface_chamfer
 from orbitforge.recon.splat.trainer import SplatConfig, train_splats
 from orbitforge.render import OrbitConfig, RenderConfig, render, render_orbit
 
@@ -61,19 +65,6 @@ def _sphere_splats(n: int = 6000, opacity_logit: float = 6.0) -> GaussianScene:
                          torch.full((n,), opacity_logit), sh)
 
 
-def chamfer_fraction(mesh: MeshAsset, truth, samples: int = 30_000) -> float:
-    """Symmetric mean surface Chamfer distance as a share of the truth's bounding-box diagonal."""
-    import trimesh
-    from scipy.spatial import cKDTree
-
-    truth = trimesh.util.concatenate([p.to_trimesh() for p in truth])
-    a, _ = trimesh.sample.sample_surface(truth, samples, seed=0)
-    b, _ = trimesh.sample.sample_surface(mesh.to_trimesh(), samples, seed=1)
-    d_ab = cKDTree(b).query(a)[0].mean()
-    d_ba = cKDTree(a).query(b)[0].mean()
-    return float((d_ab + d_ba) / 2 / np.linalg.norm(truth.bounds[1] - truth.bounds[0]))
-
-
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
@@ -99,7 +90,7 @@ def test_sphere_geometry_is_close_closed_and_outward(sphere_clip, sphere_mesh):
     mesh, phases = sphere_mesh
     assert set(phases) == {"render", "fuse", "clean", "decimate", "atlas", "bake"}
     assert 2000 <= len(mesh.faces) <= 3000
-    assert chamfer_fraction(mesh, [truth]) < 0.01
+    assert surface_chamfer(mesh, [truth]) < 0.01
     tm = mesh.to_trimesh()
     assert tm.volume > 0, "faces wind counter-clockwise seen from outside"
     radial = mesh.vertices / np.linalg.norm(mesh.vertices, axis=1, keepdims=True)
@@ -199,6 +190,81 @@ def test_config_rejects_bad_values(field, value):
 
 
 # --------------------------------------------------------------------------------------------
+# the visual hull: mesh from silhouettes (the mesh source of generated clips)
+# --------------------------------------------------------------------------------------------
+
+HULL = MeshConfig(faces=3000, texture_size=256, voxel_resolution=96)
+
+
+@pytest.fixture(scope="module")
+def hull_mesh(sphere_clip):
+    _, clip = sphere_clip
+    phases = []
+    return mesh_from_silhouettes(clip, HULL, progress=lambda ph, d, t: phases.append(ph)), phases
+
+
+def test_hull_of_a_sphere_is_close_closed_outward_and_textured(sphere_clip, hull_mesh):
+    truth, _ = sphere_clip
+    mesh, phases = hull_mesh
+    assert set(phases) == {"carve", "clean", "decimate", "atlas", "bake"}
+    assert len(mesh.faces) <= 3000
+    # 16 views on one ring leave the poles a little proud: measured 0.65% of the diagonal, and
+    # 0.549 against the sphere's 0.524 in volume
+    assert surface_chamfer(mesh, [truth]) < 0.01
+    volume = mesh.to_trimesh().volume
+    assert 1.0 < volume / (4 / 3 * math.pi * RADIUS**3) < 1.1, "faces wind counter-clockwise seen from outside"
+    radial = mesh.vertices / np.linalg.norm(mesh.vertices, axis=1, keepdims=True)
+    assert np.mean(np.sum(mesh.normals * radial, axis=1) > 0.9) > 0.9, "normals point outward"
+    held_out = OrbitConfig(frames=4, size=64, elevation_deg=10.0, start_azimuth_deg=11.25,
+                           render=RenderConfig(shading="unlit"))
+    from orbitforge.render import orbit_cameras_for
+
+    cams = orbit_cameras_for([truth], held_out)
+    want, got = render([truth], cams, held_out.render), render(mesh, cams, held_out.render)
+    both = want.mask & got.mask
+    assert both.sum() / (want.mask | got.mask).sum() > 0.9  # measured 0.95
+    assert _psnr(want.rgb[both], got.rgb[both]) > 24  # measured 29.4
+
+
+def test_hull_without_masks_finds_the_object_against_its_backdrop(sphere_clip):
+    truth, clip = sphere_clip
+    bare = Clip(clip.frames, clip.cameras)
+    found = foreground_masks(bare)
+    assert (found & clip.masks).sum() / (found | clip.masks).sum() > 0.95  # measured 0.979
+    assert surface_chamfer(mesh_from_silhouettes(bare, HULL), [truth]) < 0.015  # measured 0.84%
+
+
+def test_hull_tolerance_forgives_one_view_that_disagrees(sphere_clip):
+    """A generated orbit's frame may drift; the strict hull loses what that frame misses."""
+    import trimesh
+
+    _, clip = sphere_clip
+    frames, masks = clip.frames.copy(), clip.masks.copy()
+    frames[3], masks[3] = np.roll(frames[3], 8, axis=1), np.roll(masks[3], 8, axis=1)
+    drifted = Clip(frames, clip.cameras, masks)
+    volume = {tol: trimesh.Trimesh(*visual_hull(drifted, replace(HULL, hull_tolerance=tol))).volume for tol in (0, 1)}
+    sphere = 4 / 3 * math.pi * RADIUS**3
+    assert volume[0] < 0.95 * sphere < sphere < volume[1] < 1.1 * sphere  # measured 0.48, 0.55 vs 0.52
+
+
+def test_hull_bad_input_is_one_line(sphere_clip):
+    _, clip = sphere_clip
+    blank = Clip(np.full_like(clip.frames, 255), clip.cameras)
+    with pytest.raises(InputError, match="nothing to carve"):
+        mesh_from_silhouettes(blank, HULL)
+    # every frame's "object" a speck in a different place: no volume lies inside all of them
+    scattered = np.zeros_like(clip.masks)
+    for t, (i, j) in enumerate(np.random.default_rng(0).integers(0, 60, size=(len(scattered), 2))):
+        scattered[t, i : i + 4, j : j + 4] = True
+    with pytest.raises(InputError, match="share no volume"):
+        visual_hull(Clip(clip.frames, clip.cameras, scattered), replace(HULL, hull_tolerance=0))
+    with pytest.raises(InputError, match="cameras"):
+        mesh_from_silhouettes(Clip(clip.frames, None), HULL)
+    with pytest.raises(InputError, match="hull_tolerance"):
+        MeshConfig(hull_tolerance=-1)
+
+
+# --------------------------------------------------------------------------------------------
 # real assets: orbit -> trained splats -> mesh
 # --------------------------------------------------------------------------------------------
 
@@ -245,7 +311,7 @@ def _asset_chamfer(name: str, orbit: OrbitConfig, splat: SplatConfig, mesh_confi
     scene = train_splats(clip, splat, points=points, colours=colours).scene
     mesh = mesh_from_splats(scene, clip, mesh_config)
     assert len(mesh.faces) <= mesh_config.faces
-    return chamfer_fraction(mesh, parts)
+    return surface_chamfer(mesh, parts)
 
 
 @pytest.mark.slow

@@ -214,6 +214,9 @@ def test_generate_to_asset_goes_on_through_splats_and_export(tiny_pipeline, tmp_
     manifest = json.loads((run / "run.json").read_text())
     assert {"clip", "splats", "asset"} <= set(manifest["stages"]) and "poses" not in manifest["stages"]
     assert manifest["stages"]["splats"]["metrics"]["steps"] == 40
+    # a generated clip's mesh is its visual hull (export.mesh.mesh_from_silhouettes), not fused splat depth
+    assert manifest["stages"]["asset"]["config"]["mesh_source"] == "mesh_from_silhouettes"
+    assert manifest["stages"]["asset"]["depends_on"] == ["clip"]  # --formats glb: no splat files to write
     validation = json.loads((run / "asset" / "validation.json").read_text())
     assert (run / "asset" / "asset.glb").stat().st_size > 0 and validation["errors"] == 0
     printed = capsys.readouterr().out
