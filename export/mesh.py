@@ -242,9 +242,7 @@ def mesh_from_silhouettes(clip: Clip, config: MeshConfig = MeshConfig(), *,
             phases 4-7 as for the other sources.
     """
     report = progress or (lambda phase, done, total: None)
-    if clip.cameras is None:
-        raise InputError("meshing needs the clip's cameras: run `orbitforge poses` first")
-    masks = clip.masks if clip.masks is not None else foreground_masks(clip, config.foreground_threshold)
+    masks = _silhouettes(clip, config)
     report("carve", 0, 1)
     vertices, faces, voxel = _carve(clip.cameras, masks, config)
     report("carve", 1, 1)
@@ -257,11 +255,15 @@ def mesh_from_silhouettes(clip: Clip, config: MeshConfig = MeshConfig(), *,
 def visual_hull(clip: Clip, config: MeshConfig = MeshConfig()) -> tuple[np.ndarray, np.ndarray]:
     """The untextured visual hull of a posed clip: (V, 3) vertices and (F, 3) faces, CCW seen
     from outside, closed; `mesh_from_silhouettes` without clean-up, decimation and texture."""
-    if clip.cameras is None:
-        raise InputError("a visual hull needs the clip's cameras: run `orbitforge poses` first")
-    masks = clip.masks if clip.masks is not None else foreground_masks(clip, config.foreground_threshold)
-    vertices, faces, _ = _carve(clip.cameras, masks, config)
+    vertices, faces, _ = _carve(clip.cameras, _silhouettes(clip, config), config)
     return vertices, faces
+
+
+def _silhouettes(clip: Clip, config: MeshConfig) -> np.ndarray:
+    """The clip's object masks, or `foreground_masks` when it has none; it must have cameras."""
+    if clip.cameras is None:
+        raise InputError("a mesh from silhouettes needs the clip's cameras: run `orbitforge poses` first")
+    return clip.masks if clip.masks is not None else foreground_masks(clip, config.foreground_threshold)
 
 
 def _carve(cameras: Cameras, masks: np.ndarray, config: MeshConfig) -> tuple[np.ndarray, np.ndarray, float]:
