@@ -264,9 +264,7 @@ def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None, sour
         scene = load_ply(splat_file) if needs_splats else None
         mesh = parts
         if mesh is None and any(f in MESH_FORMATS for f in config.formats):
-            make = {"nerf": lambda: _mesh_from_nerf(run, config.faces), "hull": lambda: _mesh_from_hull(run, config.faces),
-                    "splats": lambda: _mesh_from_splats(run, scene, config.faces)}[mesh_from]
-            mesh = make()
+            mesh = [_run_mesh(run, mesh_from, scene, config.faces)]
         try:
             metrics = export_asset(mesh, scene, tmp, config, status=status)
         except Exception:
@@ -300,35 +298,23 @@ def _asset_previews(glb: Path, folder: Path, *, redraw: bool, frames: int = 24, 
     save_image(contact_sheet(clip.frames[::3], tile=size // 2), sheet)
 
 
-def _mesh_from_splats(run, scene: GaussianScene, faces: int) -> list[MeshAsset]:
-    """The textured mesh of RUN's splats over its posed clip (export/mesh.py)."""
-    from orbitforge.export.mesh import mesh_from_splats
-    from orbitforge.recon.stages import posed_clip
-
-    clip = posed_clip(run)[0]
-    return [mesh_from_splats(scene, clip, mesh_config_for(clip.width, clip.height, faces))]
-
-
-def _mesh_from_hull(run, faces: int) -> list[MeshAsset]:
-    """The textured visual hull of RUN's posed clip (export/mesh.py)."""
-    from orbitforge.export.mesh import mesh_from_silhouettes
-    from orbitforge.recon.stages import posed_clip
-
-    clip = posed_clip(run)[0]
-    return [mesh_from_silhouettes(clip, mesh_config_for(clip.width, clip.height, faces))]
-
-
-def _mesh_from_nerf(run, faces: int) -> list[MeshAsset]:
-    """The textured mesh fused from RUN/nerf's depth renders over the posed clip."""
-    from orbitforge.export.mesh import depth_from_ray_distance, mesh_from_depths
-    from orbitforge.recon.nerf import load_fusion
+def _run_mesh(run, source: str, scene: GaussianScene | None, faces: int) -> MeshAsset:
+    """The textured mesh of RUN's posed clip from `source` (export/mesh.py): fused splat depth,
+    fused NeRF depth (RUN/nerf's renders) or the clip's visual hull."""
+    from orbitforge.export import mesh as meshing
     from orbitforge.recon.stages import posed_clip
 
     clip = posed_clip(run)[0]
     config = mesh_config_for(clip.width, clip.height, faces)
-    distance, accumulation, cams = load_fusion(run.stage_path("nerf"))
-    depth = depth_from_ray_distance(distance, accumulation, cams, config)
-    return [mesh_from_depths(depth, cams, clip, config)]
+    if source == "hull":
+        return meshing.mesh_from_silhouettes(clip, config)
+    if source == "nerf":
+        from orbitforge.recon.nerf import load_fusion
+
+        distance, accumulation, cams = load_fusion(run.stage_path("nerf"))
+        depth = meshing.depth_from_ray_distance(distance, accumulation, cams, config)
+        return meshing.mesh_from_depths(depth, cams, clip, config)
+    return meshing.mesh_from_splats(scene, clip, config)
 
 
 def mesh_config_for(width: int, height: int, faces: int):
