@@ -219,6 +219,12 @@ def mesh_source(run) -> str:
     return "nerf" if run.is_done("nerf") else "splats"
 
 
+def needs_splats(source: str, formats) -> bool:
+    """Whether an export from mesh `source` ("file" for --mesh) writing `formats` reads the splats:
+    a hull or NeRF mesh without splat formats does not, so its run can skip training them."""
+    return source == "splats" or any(f in SPLAT_FORMATS for f in formats)
+
+
 def _generated(run) -> bool:
     """Whether RUN's clip came from the orbit model (`orbitforge generate` records its model)."""
     clip = run.manifest.get("stages", {}).get("clip", {})
@@ -247,12 +253,12 @@ def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None, sour
     if mesh_from == "nerf" and not run.is_done("nerf"):
         raise InputError(f"{run.root} has no finished nerf stage, needed for a mesh from the NeRF; "
                          f"run `orbitforge nerf {run.root}`")
-    needs_splats = any(f in SPLAT_FORMATS for f in config.formats) or mesh_from == "splats"
-    if needs_splats and not has_splats:
+    wants_splats = needs_splats(mesh_from, config.formats)
+    if wants_splats and not has_splats:
         want = "splat formats" if mesh_from != "splats" else "a mesh from splats (or pass --mesh PATH, or --from nerf)"
         raise InputError(f"{run.root} has no finished splats stage, needed for {want}; run `orbitforge splat {run.root}`")
     parts = load_meshes(mesh_path) if mesh_path is not None else None
-    depends = (["splats"] if has_splats and needs_splats else []) + (["nerf"] if mesh_from == "nerf" else [])
+    depends = (["splats"] if has_splats and wants_splats else []) + (["nerf"] if mesh_from == "nerf" else [])
     if mesh_from == "hull":  # the silhouettes and cameras of the posed clip
         depends.append("poses" if run.is_done("poses") else "clip")
     settings = asdict(config)
@@ -261,7 +267,7 @@ def run_export(run, config: ExportConfig, *, mesh_path: Path | None = None, sour
     failed_report = run.root / f"{STAGE}.validation.json"
 
     def stage(tmp: Path) -> dict:
-        scene = load_ply(splat_file) if needs_splats else None
+        scene = load_ply(splat_file) if wants_splats else None
         mesh = parts
         if mesh is None and any(f in MESH_FORMATS for f in config.formats):
             mesh = [_run_mesh(run, mesh_from, scene, config.faces)]
@@ -329,4 +335,4 @@ def mesh_config_for(width: int, height: int, faces: int):
     return MeshConfig(faces=faces, texture_size=texture, render_size=int(min(256, max(64, 2 * side))))
 
 
-__all__ = ["ExportConfig", "export_asset", "run_export", "mesh_source", "MESH_SOURCES", "FORMATS", "ENGINES"]
+__all__ = ["ExportConfig", "export_asset", "run_export", "mesh_source", "needs_splats", "MESH_SOURCES", "FORMATS", "ENGINES"]

@@ -142,11 +142,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     state = "already complete, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
     print(f"clip: {state} -> {result.path} ({frames} frames, {size} px, \"{caption}\")")
     print(f"previews: {sheet_path}, {gif_path}")
-    if args.to_asset:  # the clip's cameras are known: no COLMAP, straight to splats
-        from orbitforge.export.stage import mesh_source
+    if args.to_asset:  # the clip's cameras are known: no COLMAP
+        from orbitforge.export.stage import mesh_source, needs_splats
 
-        _splat_step(run, args)
-        asset = _export_step(run, export_config, source=mesh_source(run))  # the visual hull (export.mesh)
+        source = mesh_source(run)  # the visual hull (export.mesh)
+        if needs_splats(source, export_config.formats):
+            _splat_step(run, args)
+        else:
+            print("splats: not needed for --formats " + ",".join(export_config.formats) + " (the mesh is the "
+                  "clip's visual hull); skipped")
+        asset = _export_step(run, export_config, source=source)
         print(f"asset: {asset.path} (previews in {run.root / 'preview'})")
     return 0
 
@@ -156,7 +161,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 _TRAIN_FLAGS = ("data", "frames", "size", "model", "text_model", "batch_size", "lr", "warmup_steps", "steps",
-                "ema_decay", "mixed_precision", "checkpoint_every", "sample_every", "log_every", "seed", "workers",
+                "cooldown_steps", "ema_decay", "mixed_precision", "checkpoint_every", "sample_every", "log_every", "seed", "workers",
                 "eval_assets")
 """TrainConfig fields exposed as --flags (their help is the field's docstring default)."""
 

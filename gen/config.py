@@ -88,11 +88,14 @@ class TrainConfig:
     batch_size: int = 8
     """Per process and step: orbits for the DiT, frames for the VAE."""
     lr: float = 3e-4
-    """AdamW peak learning rate, constant after warmup (the EMA does the averaging)."""
+    """AdamW peak learning rate, constant after warmup until the cooldown (the EMA does the averaging)."""
     weight_decay: float = 0.0
     """AdamW decoupled weight decay."""
     warmup_steps: int = 100
     """Linear learning-rate warmup from 0."""
+    cooldown_steps: int = 0
+    """Final steps over which the learning rate falls linearly to 0 (warmup-stable-decay); 0: none.
+    It counts back from `steps`, so a resumed run may add one for its last stretch."""
     grad_clip: float = 1.0
     """Global gradient-norm clip."""
     steps: int = 10000
@@ -137,9 +140,11 @@ class TrainConfig:
                      "eval_assets", "sample_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("sample_every", "workers", "warmup_steps", "seed"):
+        for name in ("sample_every", "workers", "warmup_steps", "cooldown_steps", "seed"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise InputError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
+        if self.cooldown_steps > self.steps:
+            raise InputError(f"cooldown_steps ({self.cooldown_steps}) must not exceed steps ({self.steps})")
         if not self.lr > 0 or not 0.0 <= self.ema_decay < 1.0 or not self.grad_clip > 0:
             raise InputError(f"need lr > 0, 0 <= ema_decay < 1 and grad_clip > 0, got {self.lr}, {self.ema_decay}, "
                              f"{self.grad_clip}")

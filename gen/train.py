@@ -63,7 +63,7 @@ from orbitforge.gen.text import SentenceEncoder, TextEmbeddings
 logger = logging.getLogger(__name__)
 
 _CONFIG, _LOG, _METRICS, _CKPT_DIR = "config.json", "log.json", "metrics.json", "checkpoints"
-_RESUMABLE_FIELDS = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every", "workers")
+_RESUMABLE_FIELDS = ("steps", "cooldown_steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every", "workers")
 """Fields a resumed run may change; every other field must match the run folder's config.json."""
 _BATCH_STREAM, _STEP_STREAM, _PROC_STREAM = 201, 202, 203
 """Random-stream tags (distinct from the dataset's 101-103)."""
@@ -452,6 +452,14 @@ def _step_generator(config: TrainConfig, step: int, rank: int, device) -> torch.
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The rate for optimiser step `step` (0-based): linear warmup, constant, then a linear cooldown
+    to 0 over the last `cooldown_steps` -- the decay is where a constant-rate run's loss drops."""
+    warm = (step + 1) / max(1, config.warmup_steps)
+    cool = (config.steps - step) / config.cooldown_steps if config.cooldown_steps else 1.0
+    return config.lr * max(0.0, min(1.0, warm, cool))
+
+
 def _run_loop(*, config: TrainConfig, out_dir: Path, accelerator, model: torch.nn.Module, ema: _EMA,
               loss_fn: Callable[[torch.nn.Module, object, torch.Generator], torch.Tensor],
               batches_from: Callable[[int], object],
@@ -492,7 +500,7 @@ def _run_loop(*, config: TrainConfig, out_dir: Path, accelerator, model: torch.n
     try:
         while step < end:
             batch = next(batches)
-            lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+            lr = learning_rate(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()

@@ -5,7 +5,8 @@
 
 Each item is a chain of the ordinary CLI steps, so a batch item and a single run can never drift
 apart: a prompt runs `generate` -> `splat` -> `export`, a video or photo folder runs `poses`
-(ingest + COLMAP) -> `splat` -> `export`, all into OUT/items/<name>/.  Every step is one Ray task
+(ingest + COLMAP) -> `splat` -> `export`, all into OUT/items/<name>/.  `splat` is left out when
+the export reads no splats (a prompt's hull mesh with only mesh formats, e.g. formats=glb).  Every step is one Ray task
 with its own resources (the GPU steps, generate and splat, ask for --gpus-per-task; poses and
 export are CPU-only), so on a cluster COLMAP and mesh export never hold a GPU.  The driver
 submits an item's next step when the previous one finished.  A step that raises `InputError`
@@ -32,6 +33,8 @@ import logging
 import os
 import re
 import shlex
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -344,6 +347,7 @@ def plan_steps(item: BatchItem, run: Path) -> list[list[str]]:
     to `export`, the rest to `generate` or `poses`); every argv is parsed here, before any work.
     """
     from orbitforge.cli import _export_config
+    from orbitforge.export.stage import needs_splats
 
     commands = _STEPS[item.kind]
     options = {c: _step_options(c) for c in commands}
@@ -371,7 +375,12 @@ def plan_steps(item: BatchItem, run: Path) -> list[list[str]]:
     for argv in steps:
         parsed = _parse_quietly(parsers[argv[0]], argv[1:], argv[0])
         if argv[0] == "export":
-            _export_config(parsed)  # formats, engine, faces: checked now, not after the splats
+            config = _export_config(parsed)  # formats, engine, faces: checked now, not after the splats
+    # a generated clip's mesh is its visual hull ("auto"): without splat formats, no splats to train
+    source = ("file" if parsed.mesh is not None else
+              "hull" if item.kind == "prompt" and parsed.source == "auto" else parsed.source)
+    if not needs_splats(source, config.formats):
+        steps.remove(steps[1])
     return steps
 
 
@@ -498,13 +507,37 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                          "`ray start --head` on the head node, or check --address") from None
 
 
+_SOCKET_PATH_MAX = 107
+"""AF_UNIX socket paths stop at 107 bytes; a local Ray puts its sockets in its temporary folder."""
+_RAY_SESSION_SUFFIX = len("/session_2026-11-30_16-55-05_234859_4194304/sockets/plasma_store")
+
+
 @contextlib.contextmanager
-def _ray_session(options: BatchOptions, gpus_needed: bool) -> Iterator[Any]:
+def _ray_temp_dir(out: Path) -> Iterator[Path]:
+    """The folder a local Ray keeps its sockets, logs and object spill in, removed afterwards.
+
+    It is OUT/.ray, inside the folder the user named (Ray's default, /tmp/ray, keeps every session
+    and is shared by all users).  When OUT is too deep for Ray's socket paths it is a private
+    temporary folder instead, which holds no result and is removed just the same.
+    """
+    inside = out.resolve() / ".ray"
+    fits = len(os.fsencode(inside)) + _RAY_SESSION_SUFFIX <= _SOCKET_PATH_MAX
+    if fits:
+        inside.mkdir(parents=True, exist_ok=True)
+    folder = inside if fits else Path(tempfile.mkdtemp(prefix="orbitforge-ray-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _ray_session(options: BatchOptions, gpus_needed: bool, out: Path) -> Iterator[Any]:
     """ray.init for the batch, shut down afterwards (unless Ray was already running here).
 
-    A local Ray listens on 127.0.0.1 only and sends no usage statistics.  Ray 2.60's
-    `_node_ip_address="127.0.0.1"` is turned back into the machine's address, and its gRPC servers
-    then listen on every interface; with ENABLE_RAY_CLUSTER off (what Ray does on macOS and
+    A local Ray listens on 127.0.0.1 only, sends no usage statistics and keeps its temporary files
+    in OUT/.ray (see _ray_temp_dir).  Ray 2.60's `_node_ip_address="127.0.0.1"` is turned back into
+    the machine's address, and its gRPC servers then listen on every interface; with ENABLE_RAY_CLUSTER off (what Ray does on macOS and
     Windows) the node address is the loopback one and every server binds there.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -512,44 +545,49 @@ def _ray_session(options: BatchOptions, gpus_needed: bool) -> Iterator[Any]:
     from ray._private import ray_constants
 
     owned = not ray.is_initialized()
-    if owned:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "logging_level": logging.WARNING}
-        if options.address is None:
-            saved = (os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR), ray_constants.ENABLE_RAY_CLUSTER)
-            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for the processes Ray starts
-            ray_constants.ENABLE_RAY_CLUSTER = False
-            try:
-                ray.init(address="local", num_cpus=options.workers, **kwargs)  # never an existing cluster
-            finally:
-                if saved[0] is None:
-                    os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
-                else:
-                    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved[0]
-                ray_constants.ENABLE_RAY_CLUSTER = saved[1]
-        else:
-            try:
-                ray.init(address=options.address, **kwargs)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                auth = ("" if os.environ.get("RAY_AUTH_MODE") else
-                        "; a cluster with token authentication (Ray's default for `ray start` since 2.59) "
-                        "also needs RAY_AUTH_MODE=token here, with its token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
-                raise InputError(f"cannot reach the Ray cluster at {options.address}: {_one_line(exc)}; "
-                                 f"start it with `ray start --head` or check --address{auth}") from None
-    try:
-        total = ray.cluster_resources()
-        where = options.address or "local, on 127.0.0.1"
-        print(f"batch: Ray ({where}): {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs", flush=True)
-        if total.get("CPU", 0) < options.cpus_per_task:
-            raise InputError(f"--cpus-per-task {options.cpus_per_task:g} is more than the {total.get('CPU', 0):g} "
-                             "CPUs Ray has: lower it, or give more --workers")
-        if gpus_needed and total.get("GPU", 0) < options.gpus_per_task:
-            raise InputError(f"--gpus-per-task {options.gpus_per_task:g} but Ray sees {total.get('GPU', 0):g} GPUs; "
-                             "run where there are GPUs (--address) or drop --gpus-per-task")
-        yield ray
-    finally:
+    with contextlib.ExitStack() as cleanup:
         if owned:
-            ray.shutdown()
+            _ray_init(ray, ray_constants, options, cleanup, out)
+        try:
+            total = ray.cluster_resources()
+            where = options.address or "local, on 127.0.0.1"
+            print(f"batch: Ray ({where}): {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs", flush=True)
+            if total.get("CPU", 0) < options.cpus_per_task:
+                raise InputError(f"--cpus-per-task {options.cpus_per_task:g} is more than the "
+                                 f"{total.get('CPU', 0):g} CPUs Ray has: lower it, or give more --workers")
+            if gpus_needed and total.get("GPU", 0) < options.gpus_per_task:
+                raise InputError(f"--gpus-per-task {options.gpus_per_task:g} but Ray sees {total.get('GPU', 0):g} "
+                                 "GPUs; run where there are GPUs (--address) or drop --gpus-per-task")
+            yield ray
+        finally:
+            if owned:
+                ray.shutdown()  # before its temporary folder goes (the ExitStack)
+
+
+def _ray_init(ray, ray_constants, options: BatchOptions, cleanup: contextlib.ExitStack, out: Path) -> None:
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    if options.address is not None:
+        try:
+            ray.init(address=options.address, **kwargs)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            auth = ("" if os.environ.get("RAY_AUTH_MODE") else
+                    "; a cluster with token authentication (Ray's default for `ray start` since 2.59) "
+                    "also needs RAY_AUTH_MODE=token here, with its token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
+            raise InputError(f"cannot reach the Ray cluster at {options.address}: {_one_line(exc)}; "
+                             f"start it with `ray start --head` or check --address{auth}") from None
+        return
+    temp_dir = cleanup.enter_context(_ray_temp_dir(out))
+    saved = (os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR), ray_constants.ENABLE_RAY_CLUSTER)
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for the processes Ray starts
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:  # never an existing cluster
+        ray.init(address="local", num_cpus=options.workers, _temp_dir=str(temp_dir), **kwargs)
+    finally:
+        if saved[0] is None:
+            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
 
 
 def run_batch(items: list[BatchItem], out: Path, options: BatchOptions = BatchOptions()) -> dict:
@@ -588,7 +626,7 @@ def run_batch(items: list[BatchItem], out: Path, options: BatchOptions = BatchOp
     write_index(out, states)
     if todo:
         gpus_needed = options.gpus_per_task > 0
-        with _ray_session(options, gpus_needed) as ray:
+        with _ray_session(options, gpus_needed, out) as ray:
             with tqdm(total=len(states), initial=len(states) - len(todo), desc="batch", unit="item",
                       disable=None) as bar:
                 _schedule(ray, todo, out, options, states, bar)

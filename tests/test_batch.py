@@ -9,6 +9,7 @@ of random bytes, which fails at ingest with a one-line reason.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,12 @@ def test_settings_go_to_the_step_that_takes_them(tmp_path):
     generate, splat, export = plan_steps(prompt, run)
     assert generate == ["generate", "-o", str(run), "--seed", "4", "--steps", "2", "--no-recaption", "--", "-1 mug"]
     assert splat == ["splat", str(run), "--steps", "40"] and export == ["export", str(run), "--engine", "unity"]
+    # a prompt's mesh is its clip's visual hull: with mesh formats only, the splats are not trained
+    for formats, commands in (("glb,usdz", ["generate", "export"]), ("glb,ply", ["generate", "splat", "export"])):
+        steps = plan_steps(BatchItem("mug", "prompt", "a mug", {"formats": formats}, "x"), run)
+        assert [argv[0] for argv in steps] == commands
+    steps = plan_steps(BatchItem("mug", "prompt", "a mug", {"formats": "glb", "source": "splats"}, "x"), run)
+    assert [argv[0] for argv in steps] == ["generate", "splat", "export"]
 
     # a --set for prompts is left out of a capture's steps; its own row's settings are checked
     capture = BatchItem("spin", "capture", "/data/spin.mp4", {"max_side": "400"}, "m.csv line 3",
@@ -151,7 +158,7 @@ def test_a_step_fails_on_bad_input_and_raises_anything_else_for_ray_to_retry(tmp
 def test_batch_on_local_ray_three_assets_one_failure_and_resume(tiny_pipeline, tmp_path, capsys):
     (tmp_path / "broken.mp4").write_bytes(bytes(range(256)) * 20)  # not a video
     manifest = tmp_path / "manifest.jsonl"
-    rows = [{"prompt": "a red mug", "seed": 0}, {"prompt": "a blue vase", "seed": 1, "engine": "unity"},
+    rows = [{"prompt": "a red mug", "seed": 0}, {"prompt": "a blue vase", "seed": 1, "engine": "unity", "formats": "glb,ply"},
             {"name": "broken clip", "path": "broken.mp4"}, {"prompt": "a green box", "seed": 2, "formats": "glb,usdz"}]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
@@ -171,9 +178,14 @@ def test_batch_on_local_ray_three_assets_one_failure_and_resume(tiny_pipeline, t
         run = out / item["run"]
         validation = json.loads((run / "asset" / "validation.json").read_text())
         assert item["status"] == "done" and validation["ok"] and validation["errors"] == 0
-        assert item["metrics"]["validation_errors"] == 0 and item["metrics"]["psnr"] > 0
+        assert item["metrics"]["validation_errors"] == 0
         assert (out / item["files"]["glb"]).stat().st_size > 0 and (out / item["thumbnail"]).is_file()
-        assert json.loads((run / "run.json").read_text())["stages"]["splats"]["metrics"]["steps"] == 40
+        splats = json.loads((run / "run.json").read_text())["stages"].get("splats")
+        if item["name"] == "a-blue-vase":  # the one asking for a splat format
+            assert splats["metrics"]["steps"] == 40 and item["metrics"]["psnr"] > 0
+        else:
+            assert splats is None and "psnr" not in item["metrics"]
+    assert not (out / ".ray").exists()  # Ray's temporary folder goes with the session
     assert "usdz" in by_name["a-green-box"]["files"] and "usdz" not in by_name["a-red-mug"]["files"]
     vase = json.loads((out / "items/a-blue-vase/run.json").read_text())
     assert vase["stages"]["asset"]["metrics"]["engine"] == "unity"
@@ -205,23 +217,43 @@ def test_batch_on_local_ray_three_assets_one_failure_and_resume(tiny_pipeline, t
                         "a-green-box": "skipped"}
 
 
+def test_ray_keeps_its_temporary_files_in_the_output_folder_and_removes_them(tmp_path, monkeypatch):
+    import orbitforge.batch as batch
+
+    monkeypatch.setattr(batch, "_SOCKET_PATH_MAX", 4096)  # whatever pytest's tmp_path depth
+    with batch._ray_temp_dir(tmp_path / "out") as folder:
+        assert folder == (tmp_path / "out" / ".ray").resolve() and folder.is_dir()
+        (folder / "session").mkdir()
+    assert not folder.exists() and (tmp_path / "out").is_dir()
+
+    monkeypatch.setattr(batch, "_SOCKET_PATH_MAX", 107)
+    deep = tmp_path / ("d" * 60) / "out"  # Ray's socket paths would pass 107 bytes: a private folder instead
+    with batch._ray_temp_dir(deep) as folder:
+        assert folder.is_dir() and folder.name.startswith("orbitforge-ray-") and not deep.exists()
+        assert len(os.fsencode(folder)) + batch._RAY_SESSION_SUFFIX <= 107
+    assert not folder.exists()
+
+
 @pytest.mark.slow
-def test_local_ray_listens_on_loopback_only_and_checks_resources(capsys):
+def test_local_ray_listens_on_loopback_only_and_checks_resources(tmp_path, capsys):
     psutil = pytest.importorskip("psutil")
     from orbitforge.batch import BatchOptions, _ray_session
 
-    with _ray_session(BatchOptions(workers=1), gpus_needed=False) as ray:
+    with _ray_session(BatchOptions(workers=1), gpus_needed=False, out=tmp_path) as ray:
+        session = Path(ray._private.worker._global_node.get_session_dir_path())
+        temp = session.parent  # OUT/.ray, or a private folder when tmp_path is too deep for Ray's sockets
+        assert temp == (tmp_path / ".ray").resolve() or temp.name.startswith("orbitforge-ray-"), session
         assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
         tree = [psutil.Process(), *psutil.Process().children(recursive=True)]  # the driver, gcs_server, raylet, …
         listening = [c.laddr.ip for p in tree for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
         assert len(listening) >= 3 and all(_loopback(ip) for ip in listening), listening
         with pytest.raises(InputError, match="--gpus-per-task 1000 but Ray sees"):
-            with _ray_session(BatchOptions(gpus_per_task=1000), gpus_needed=True):
+            with _ray_session(BatchOptions(gpus_per_task=1000), gpus_needed=True, out=tmp_path):
                 pass
         with pytest.raises(InputError, match="more than the 1 CPUs"):
-            with _ray_session(BatchOptions(cpus_per_task=2), gpus_needed=False):
+            with _ray_session(BatchOptions(cpus_per_task=2), gpus_needed=False, out=tmp_path):
                 pass
-    assert not ray.is_initialized()
+    assert not ray.is_initialized() and not temp.exists()
     assert "batch: Ray (local, on 127.0.0.1): 1 CPUs, 0 GPUs" in capsys.readouterr().out
 
 

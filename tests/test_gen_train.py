@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from orbitforge.errors import InputError
-from orbitforge.gen.train import TrainConfig, train_dit, train_vae
+from orbitforge.gen.train import TrainConfig, learning_rate, train_dit, train_vae
 
 from conftest import make_tiny_bert, make_tiny_orbit_pipeline
 
@@ -149,6 +149,23 @@ def test_resume_continues_at_the_right_step_with_identical_state(kind, config, t
     _assert_no_pickles(tmp_path / "twice")
 
 
+def test_cooldown_decays_the_rate_to_zero_and_can_be_added_on_resume(config, tmp_path):
+    schedule = TrainConfig(model="tiny", size=32, lr=1e-3, warmup_steps=10, steps=100, cooldown_steps=40)
+    rates = [learning_rate(schedule, s) for s in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == rates[60] == pytest.approx(1e-3)  # warm, then flat
+    assert all(a > b for a, b in zip(rates[60:], rates[61:])) and rates[99] == pytest.approx(1e-3 / 40)
+    assert learning_rate(replace(schedule, cooldown_steps=0), 99) == pytest.approx(1e-3)
+    with pytest.raises(InputError, match="cooldown_steps"):
+        replace(schedule, cooldown_steps=101)
+
+    config = replace(config, steps=4, sample_every=0, log_every=1)
+    train_vae(config, tmp_path / "run")  # a constant-rate run, then resumed with a cooldown for its last stretch
+    train_vae(replace(config, steps=8, cooldown_steps=4), tmp_path / "run")
+    logged = [e["lr"] for e in json.loads((tmp_path / "run" / "log.json").read_text())["train"]]
+    assert logged[:4] == [learning_rate(config, s) for s in range(4)]
+    assert logged[4:] == pytest.approx([config.lr * k / 4 for k in (4, 3, 2, 1)])
+
+
 def test_run_folder_of_other_settings_is_refused(config, tmp_path):
     train_vae(replace(config, steps=2, sample_every=0), tmp_path / "run")
     with pytest.raises(InputError, match="lr differ"):
@@ -205,23 +222,29 @@ def test_generate_cli_writes_clip_transforms_video_and_previews(tiny_pipeline, t
 
 
 def test_generate_to_asset_goes_on_through_splats_and_export(tiny_pipeline, tmp_path, capsys):
-    """The clip's cameras are known, so --to-asset needs no COLMAP: clip -> splats -> validated GLB."""
+    """The clip's cameras are known, so --to-asset needs no COLMAP: clip -> (splats) -> validated GLB."""
     run = tmp_path / "run"
     argv = ["generate", "a red mug", "-o", str(run), "--model", str(tiny_pipeline), "--frames", "8", "--size", "32",
-            "--steps", "2", "--no-recaption", "--to-asset", "--splat-steps", "40", "--formats", "glb",
-            "--faces", "2000"]
-    assert _cli(argv) == 0
+            "--steps", "2", "--no-recaption", "--to-asset", "--splat-steps", "40", "--faces", "2000", "--formats"]
+    assert _cli(argv + ["glb"]) == 0
     manifest = json.loads((run / "run.json").read_text())
-    assert {"clip", "splats", "asset"} <= set(manifest["stages"]) and "poses" not in manifest["stages"]
-    assert manifest["stages"]["splats"]["metrics"]["steps"] == 40
-    # a generated clip's mesh is its visual hull (export.mesh.mesh_from_silhouettes), not fused splat depth
+    # a generated clip's mesh is its visual hull (export.mesh.mesh_from_silhouettes), not fused splat depth,
+    # so a mesh-only export trains no splats at all
+    assert {"clip", "asset"} <= set(manifest["stages"]) and not {"poses", "splats"} & set(manifest["stages"])
     assert manifest["stages"]["asset"]["config"]["mesh_source"] == "mesh_from_silhouettes"
-    assert manifest["stages"]["asset"]["depends_on"] == ["clip"]  # --formats glb: no splat files to write
+    assert manifest["stages"]["asset"]["depends_on"] == ["clip"]
     validation = json.loads((run / "asset" / "validation.json").read_text())
     assert (run / "asset" / "asset.glb").stat().st_size > 0 and validation["errors"] == 0
     printed = capsys.readouterr().out
-    assert "asset: " in printed
-    assert _cli(argv) == 0 and capsys.readouterr().out.count("skipped") == 3  # clip, splats, export resume
+    assert "splats: not needed" in printed and "asset: " in printed
+
+    assert _cli(argv + ["glb,ply"]) == 0  # a splat format: splats are trained, the asset re-exported
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["stages"]["splats"]["metrics"]["steps"] == 40
+    assert manifest["stages"]["asset"]["depends_on"] == ["splats", "clip"]
+    assert (run / "asset" / "splats.ply").stat().st_size > 0
+    capsys.readouterr()
+    assert _cli(argv + ["glb,ply"]) == 0 and capsys.readouterr().out.count("skipped") == 3  # all three resume
 
 
 def test_generate_cli_errors_are_one_line(tiny_pipeline, tmp_path, monkeypatch):
