@@ -3,7 +3,9 @@ reconstruct?
 
 For N held-out prompts (world assets with seeds the training set never used; half of them with a
 (main colour, category) pair that the training split held out), the pipeline generates an orbit
-with known cameras, and each clip is measured five ways:
+with known cameras, and each clip is measured five ways.  Each prompt is the asset's first
+caption, with the world's random synonyms ("a tall tan mug"), recaptioned as `orbitforge
+generate` does by default ("a beige mug"); --no-recaption conditions on it as written.
 
 * **3D consistency**: COLMAP SfM on the generated frames (`estimate_poses(..., verify_known=True)`):
   the share of frames it registers and the rotation error of its cameras against the conditioning
@@ -27,6 +29,7 @@ with their prompts).
 
 Run:  .venv/bin/python bench/gen.py [--model checkpoints/orbit-starter] [--probe checkpoints/world-probe64.safetensors]
           [--prompts 50] [--frames 16] [--steps 25] [--splat-steps 500] [--threads N] [--workers N]
+          [--no-recaption]
 Clips are generated in this process (so seconds per clip is the model's alone), then measured in
 --workers processes of one thread each.  With --probe none the prompt-following columns are left
 out (say so in any table you quote).
@@ -215,6 +218,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads while generating (default: torch's)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes measuring clips, one thread each (default: one per core)")
+    parser.add_argument("--no-recaption", action="store_true", help="condition on the captions as written")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gen.json")
     args = parser.parse_args(argv)
 
@@ -236,6 +240,11 @@ def main(argv=None) -> int:
     size = args.size or pipe.config.default_size
     args.probe = None if args.probe.lower() == "none" else Path(args.probe)
     prompts = held_out_prompts(args.prompts)
+    if not args.no_recaption:  # what `orbitforge generate` conditions on
+        from orbitforge.gen.recaption import recaptioner_for
+
+        rewrite = recaptioner_for(pipe)
+        prompts = [{**p, "model_caption": rewrite(p["caption"]).caption} for p in prompts]
     # 1. generate every clip in this process (timed alone: seconds per clip is the model's cost)
     def sample(caption: str, num_frames: int, seed: int, steps: int = args.steps):
         """One timed orbit at the benchmark's settings: (clip, seconds)."""
@@ -245,16 +254,17 @@ def main(argv=None) -> int:
                    generator=torch.Generator(device).manual_seed(seed))
         return out.clip, time.perf_counter() - t0
 
-    sample(prompts[0]["caption"], frames, 0, steps=1)  # warm-up: first-call allocations are not per-clip cost
+    captions = [p.get("model_caption", p["caption"]) for p in prompts]
+    sample(captions[0], frames, 0, steps=1)  # warm-up: first-call allocations are not per-clip cost
     clips, truths, seconds = [], [], []
     for k, prompt in enumerate(prompts):
-        clip, took = sample(prompt["caption"], frames, k)
+        clip, took = sample(captions[k], frames, k)
         seconds.append(took)
         clips.append(clip)
         truths.append(render_orbit(sample_asset(prompt["seed"]).parts,
                                    OrbitConfig(frames=frames, size=size, elevation_deg=args.elevation)))
     # the target is stated for 16-frame clips: time those too when the model's default is shorter
-    seconds_16 = [sample(prompts[k % len(prompts)]["caption"], 16, k)[1] for k in range(3 if frames != 16 else 0)]
+    seconds_16 = [sample(captions[k % len(prompts)], 16, k)[1] for k in range(3 if frames != 16 else 0)]
     print(f"generated {len(clips)} clips, median {np.median(seconds):.2f} s each; measuring with "
           f"{args.workers} worker processes", flush=True)
     # 2. measure generated clips and their ground-truth peers side by side in worker processes
@@ -277,7 +287,7 @@ def main(argv=None) -> int:
     meta = {"model": str(model), "frames": frames, "size": size, "steps": args.steps, "guidance": args.guidance,
             "device": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'}, "
             f"{torch.get_num_threads()} torch threads", "splat_steps": args.splat_steps,
-            "probe": str(args.probe) if args.probe else None,
+            "probe": str(args.probe) if args.probe else None, "recaptioned": not args.no_recaption,
             "seconds_per_16_frame_clip": float(np.median(seconds_16)) if seconds_16 else None}
     table = markdown(summary, truth_summary, meta)
     print("\n" + table)

@@ -83,7 +83,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     from orbitforge.clip import Clip
     from orbitforge.gen.pipeline import OrbitSettings, OrbitVideoPipeline
-    from orbitforge.gen.text import BUNDLED, SentenceEncoder
     from orbitforge.rundir import RunDir
     from orbitforge.viewers.preview import contact_sheet, save_image, save_turntable_gif
 
@@ -101,10 +100,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     size = args.size or pipe.config.default_size
     caption, attributes = args.prompt, None
     if not args.no_recaption:
-        from orbitforge.gen.recaption import Recaptioner
+        from orbitforge.gen.recaption import recaptioner_for
 
-        encoder = pipe.text_encoder if pipe.config.text_model == BUNDLED else SentenceEncoder(BUNDLED)
-        rewrite = Recaptioner(encoder)(args.prompt)
+        rewrite = recaptioner_for(pipe)(args.prompt)
         caption, attributes = rewrite.caption, rewrite.attributes
         if args.show_recaption:
             print(rewrite.show())

@@ -243,3 +243,9 @@ def _exact_matches(text: str) -> tuple[list[Match], list[bool]]:
 def recaption(prompt: str, encoder: SentenceEncoder | None = None) -> Recaption:
     """Rewrite one prompt (builds a `Recaptioner`; keep one to rewrite many)."""
     return Recaptioner(encoder)(prompt)
+
+
+def recaptioner_for(pipe) -> Recaptioner:
+    """The rewriter for an orbit pipeline's prompts: it reuses the pipeline's encoder when that is
+    the bundled one the vocabulary thresholds were measured with, else loads the bundled one."""
+    return Recaptioner(pipe.text_encoder if pipe.config.text_model == BUNDLED else SentenceEncoder(BUNDLED))
