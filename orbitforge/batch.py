@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import shutil
 import tempfile
@@ -577,6 +578,10 @@ def _ray_init(ray, ray_constants, options: BatchOptions, cleanup: contextlib.Exi
                              f"start it with `ray start --head` or check --address{auth}") from None
         return
     temp_dir = cleanup.enter_context(_ray_temp_dir(out))
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        # Ray's token authentication (on by default) would otherwise write ~/.ray/auth_token; one
+        # token per process, since Ray caches the first it reads
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     saved = (os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR), ray_constants.ENABLE_RAY_CLUSTER)
     os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for the processes Ray starts
     ray_constants.ENABLE_RAY_CLUSTER = False

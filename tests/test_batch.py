@@ -235,9 +235,13 @@ def test_ray_keeps_its_temporary_files_in_the_output_folder_and_removes_them(tmp
 
 
 @pytest.mark.slow
-def test_local_ray_listens_on_loopback_only_and_checks_resources(tmp_path, capsys):
+def test_local_ray_listens_on_loopback_only_and_checks_resources(tmp_path, capsys, monkeypatch):
     psutil = pytest.importorskip("psutil")
     from orbitforge.batch import BatchOptions, _ray_session
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # a local Ray writes nothing there (no ~/.ray)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
 
     with _ray_session(BatchOptions(workers=1), gpus_needed=False, out=tmp_path) as ray:
         session = Path(ray._private.worker._global_node.get_session_dir_path())
@@ -253,7 +257,7 @@ def test_local_ray_listens_on_loopback_only_and_checks_resources(tmp_path, capsy
         with pytest.raises(InputError, match="more than the 1 CPUs"):
             with _ray_session(BatchOptions(cpus_per_task=2), gpus_needed=False, out=tmp_path):
                 pass
-    assert not ray.is_initialized() and not temp.exists()
+    assert not ray.is_initialized() and not temp.exists() and not (tmp_path / "home").exists()
     assert "batch: Ray (local, on 127.0.0.1): 1 CPUs, 0 GPUs" in capsys.readouterr().out
 
 
