@@ -431,10 +431,12 @@ def is_finished(run: Path, record: dict) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_step(argv: list[str], log_path: str) -> dict:
+def _run_step(argv: list[str], log_path: str, finished: tuple[str, dict] | None = None) -> dict:
     """One CLI step inside a Ray worker; its output goes to the item's log.
 
     Bad input comes back as a final failure; any other error is raised so that Ray retries it.
+    `finished` (run folder, item record) comes with an item's last step: the worker records the
+    item as finished itself, so a driver killed before it hears back does not lose that.
     """
     from orbitforge.cli import main
 
@@ -456,6 +458,10 @@ def _run_step(argv: list[str], log_path: str) -> dict:
                 return {"ok": False, "reason": _one_line(bad_input)}
             if code != 0:
                 return {"ok": False, "reason": "interrupted" if code == 130 else f"exit status {code}"}
+            if finished is not None:
+                from orbitforge.rundir import RunDir
+
+                RunDir(Path(finished[0])).record(batch=finished[1])
             return {"ok": True}
     finally:
         root.removeHandler(handler)
@@ -508,6 +514,8 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                          "`ray start --head` on the head node, or check --address") from None
 
 
+_LOCAL_RAY_TOKEN = secrets.token_hex(32)
+"""The access token of the private local Ray: one per process, since Ray caches the first it reads."""
 _SOCKET_PATH_MAX = 107
 """AF_UNIX socket paths stop at 107 bytes; a local Ray puts its sockets in its temporary folder."""
 _RAY_SESSION_SUFFIX = len("/session_2026-11-30_16-55-05_234859_4194304/sockets/plasma_store")
@@ -579,9 +587,8 @@ def _ray_init(ray, ray_constants, options: BatchOptions, cleanup: contextlib.Exi
         return
     temp_dir = cleanup.enter_context(_ray_temp_dir(out))
     if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
-        # Ray's token authentication (on by default) would otherwise write ~/.ray/auth_token; one
-        # token per process, since Ray caches the first it reads
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        # Ray's token authentication (on by default) would otherwise write ~/.ray/auth_token
+        os.environ["RAY_AUTH_TOKEN"] = _LOCAL_RAY_TOKEN
     saved = (os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR), ray_constants.ENABLE_RAY_CLUSTER)
     os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for the processes Ray starts
     ray_constants.ENABLE_RAY_CLUSTER = False
@@ -656,7 +663,9 @@ def _schedule(ray, todo: list[_ItemState], out: Path, options: BatchOptions, sta
         gpu = argv[0] in _GPU_STEPS and options.gpus_per_task > 0
         task = remote.options(num_cpus=options.cpus_per_task, num_gpus=options.gpus_per_task if gpu else 0,
                               max_retries=options.retries, retry_exceptions=True, name=f"{state.item.name}:{argv[0]}")
-        ref = task.remote(argv, str(_log_path(out, state.item).resolve()))
+        last = state.next_step == len(state.steps) - 1
+        finished = (str((out / "items" / state.item.name).resolve()), item_record(state.item, state.steps))
+        ref = task.remote(argv, str(_log_path(out, state.item).resolve()), finished if last else None)
         in_flight[ref] = state
 
     for state in todo:
@@ -683,10 +692,7 @@ def _schedule(ray, todo: list[_ItemState], out: Path, options: BatchOptions, sta
                     submit(state)
                     continue
                 state.seconds = round(time.monotonic() - state.started, 1)
-                if result["ok"]:
-                    from orbitforge.rundir import RunDir
-
-                    RunDir(out / "items" / state.item.name).record(batch=item_record(state.item, state.steps))
+                if result["ok"]:  # the worker recorded the item as finished (_run_step)
                     state.status = "done"
                     bar.write(f"batch: {state.item.name}: done in {state.seconds:.0f} s")
                 else:

@@ -151,6 +151,19 @@ def test_a_step_fails_on_bad_input_and_raises_anything_else_for_ray_to_retry(tmp
     assert "$ orbitforge export" in text and "is not a run folder" in text and "$ orbitforge info" in text
 
 
+def test_an_items_last_step_records_it_as_finished_in_the_worker(tmp_path):
+    """Not the driver: a driver killed before it hears back must not lose the finished item."""
+    from orbitforge import batch
+    from orbitforge.rundir import RunDir
+
+    RunDir.open(tmp_path / "run")
+    record = {"kind": "prompt", "source": "a mug", "source_stat": None, "steps": [["info"]]}
+    failed = batch._run_step(["export", str(tmp_path / "run")], str(tmp_path / "log"), (str(tmp_path / "run"), record))
+    assert failed["ok"] is False and "batch" not in json.loads((tmp_path / "run" / "run.json").read_text())
+    done = batch._run_step(["info", str(tmp_path / "run")], str(tmp_path / "log"), (str(tmp_path / "run"), record))
+    assert done["ok"] and json.loads((tmp_path / "run" / "run.json").read_text())["batch"] == record
+
+
 # -- end to end on a local Ray -----------------------------------------------------------------
 
 
