@@ -43,10 +43,13 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -460,6 +463,25 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * max(0.0, min(1.0, warm, cool))
 
 
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's preemption, `kill`, a container stop) stops training the way Ctrl-C
+    does: with a checkpoint to resume from.  Background jobs ignore SIGINT, so for them this is
+    the way to stop cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_loop(*, config: TrainConfig, out_dir: Path, accelerator, model: torch.nn.Module, ema: _EMA,
               loss_fn: Callable[[torch.nn.Module, object, torch.Generator], torch.Tensor],
               batches_from: Callable[[int], object],
@@ -497,45 +519,46 @@ def _run_loop(*, config: TrainConfig, out_dir: Path, accelerator, model: torch.n
         log.eval.append({"step": 0, **evaluate(0)})
     batches = batches_from(start)
     step, losses, t0 = start, [], time.perf_counter()
-    try:
-        while step < end:
-            batch = next(batches)
-            lr = learning_rate(config, step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            model.train()
-            with accelerator.autocast():
-                generator = _step_generator(config, step, accelerator.process_index, accelerator.device)
-                loss = loss_fn(model, batch, generator)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            ema.update(raw, step)
-            losses.append(float(loss.detach()))
-            if not math.isfinite(losses[-1]):
-                raise InputError(f"the loss became {losses[-1]} at step {step}; lower --lr or use "
-                                 "--mixed-precision no, then resume (the last checkpoint is intact)")
-            if progress is not None:
-                progress(step, {"loss": losses[-1], "lr": lr})
-            if step % config.log_every == 0 or step == end:
-                seconds = time.perf_counter() - t0
-                log.train.append({"step": step, "loss": float(np.mean(losses)), "lr": lr,
-                                  "samples_per_s": round(len(losses) * samples_per_step / seconds, 3),
-                                  "seconds": round(seconds, 3)})
-                losses, t0 = [], time.perf_counter()
-            if config.sample_every and step % config.sample_every == 0 and step != end and main:
-                t_eval = time.perf_counter()
-                log.eval.append({"step": step, **evaluate(step)})
-                t0 += time.perf_counter() - t_eval  # samples/s counts training time only
-            if step % config.checkpoint_every == 0 and step != end:
+    with _terminate_as_interrupt():
+        try:
+            while step < end:
+                batch = next(batches)
+                lr = learning_rate(config, step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                model.train()
+                with accelerator.autocast():
+                    generator = _step_generator(config, step, accelerator.process_index, accelerator.device)
+                    loss = loss_fn(model, batch, generator)
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(params, config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                ema.update(raw, step)
+                losses.append(float(loss.detach()))
+                if not math.isfinite(losses[-1]):
+                    raise InputError(f"the loss became {losses[-1]} at step {step}; lower --lr or use "
+                                     "--mixed-precision no, then resume (the last checkpoint is intact)")
+                if progress is not None:
+                    progress(step, {"loss": losses[-1], "lr": lr})
+                if step % config.log_every == 0 or step == end:
+                    seconds = time.perf_counter() - t0
+                    log.train.append({"step": step, "loss": float(np.mean(losses)), "lr": lr,
+                                      "samples_per_s": round(len(losses) * samples_per_step / seconds, 3),
+                                      "seconds": round(seconds, 3)})
+                    losses, t0 = [], time.perf_counter()
+                if config.sample_every and step % config.sample_every == 0 and step != end and main:
+                    t_eval = time.perf_counter()
+                    log.eval.append({"step": step, **evaluate(step)})
+                    t0 += time.perf_counter() - t_eval  # samples/s counts training time only
+                if step % config.checkpoint_every == 0 and step != end:
+                    save(step)
+        except KeyboardInterrupt:
+            if step > start:
+                logger.warning("interrupted at step %d: writing a checkpoint to resume from", step)
                 save(step)
-    except KeyboardInterrupt:
-        if step > start:
-            logger.warning("interrupted at step %d: writing a checkpoint to resume from", step)
-            save(step)
-        raise
+            raise
     if step > start or _latest_checkpoint(out_dir) is None:
         if main:
             log.eval.append({"step": step, **evaluate(step)})

@@ -166,6 +166,25 @@ def test_cooldown_decays_the_rate_to_zero_and_can_be_added_on_resume(config, tmp
     assert logged[4:] == pytest.approx([config.lr * k / 4 for k in (4, 3, 2, 1)])
 
 
+def test_sigterm_stops_training_with_a_checkpoint_to_resume_from(config, tmp_path):
+    """A scheduler's preemption or `kill` (background jobs ignore Ctrl-C) loses no steps."""
+    import os
+    import signal
+
+    config = replace(config, steps=6, checkpoint_every=100, sample_every=0)
+
+    def terminate_at_3(step, stats):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train_vae(config, tmp_path / "run", progress=terminate_at_3)
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is only there while training
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-0000003"]
+    assert train_vae(config, tmp_path / "run").resumed_from == 3
+
+
 def test_run_folder_of_other_settings_is_refused(config, tmp_path):
     train_vae(replace(config, steps=2, sample_every=0), tmp_path / "run")
     with pytest.raises(InputError, match="lr differ"):
