@@ -159,8 +159,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 _TRAIN_FLAGS = ("data", "frames", "size", "model", "text_model", "batch_size", "lr", "warmup_steps", "steps",
-                "cooldown_steps", "ema_decay", "mixed_precision", "checkpoint_every", "sample_every", "log_every", "seed", "workers",
-                "eval_assets")
+                "cooldown_steps", "ema_decay", "mixed_precision", "checkpoint_every", "sample_every", "log_every", "seed",
+                "workers", "eval_assets")
 """TrainConfig fields exposed as --flags (their help is the field's docstring default)."""
 
 

@@ -66,7 +66,8 @@ from orbitforge.gen.text import SentenceEncoder, TextEmbeddings
 logger = logging.getLogger(__name__)
 
 _CONFIG, _LOG, _METRICS, _CKPT_DIR = "config.json", "log.json", "metrics.json", "checkpoints"
-_RESUMABLE_FIELDS = ("steps", "cooldown_steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every", "workers")
+_RESUMABLE_FIELDS = ("steps", "cooldown_steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
+                     "workers")
 """Fields a resumed run may change; every other field must match the run folder's config.json."""
 _BATCH_STREAM, _STEP_STREAM, _PROC_STREAM = 201, 202, 203
 """Random-stream tags (distinct from the dataset's 101-103)."""

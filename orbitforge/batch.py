@@ -5,10 +5,11 @@
 
 Each item is a chain of the ordinary CLI steps, so a batch item and a single run can never drift
 apart: a prompt runs `generate` -> `splat` -> `export`, a video or photo folder runs `poses`
-(ingest + COLMAP) -> `splat` -> `export`, all into OUT/items/<name>/.  `splat` is left out when
-the export reads no splats (a prompt's hull mesh with only mesh formats, e.g. formats=glb).  Every step is one Ray task
-with its own resources (the GPU steps, generate and splat, ask for --gpus-per-task; poses and
-export are CPU-only), so on a cluster COLMAP and mesh export never hold a GPU.  The driver
+(ingest + COLMAP) -> `splat` -> `export`, all into OUT/items/<name>/; `splat` is left out when
+the export reads no splats (a prompt's hull mesh with only mesh formats, e.g. formats=glb).
+Every step is one Ray task with its own resources (the GPU steps, generate and splat, ask for
+--gpus-per-task; poses and export are CPU-only), so on a cluster COLMAP and mesh export never hold
+a GPU.  The driver
 submits an item's next step when the previous one finished.  A step that raises `InputError`
 (bad input, also when a stage wraps it) fails its item at once; any other error, and a worker
 that dies, is retried by Ray (`max_retries`, `retry_exceptions`) up to --retries times.  A failing
@@ -381,7 +382,7 @@ def plan_steps(item: BatchItem, run: Path) -> list[list[str]]:
     source = ("file" if parsed.mesh is not None else
               "hull" if item.kind == "prompt" and parsed.source == "auto" else parsed.source)
     if not needs_splats(source, config.formats):
-        steps.remove(steps[1])
+        del steps[1]
     return steps
 
 
@@ -546,8 +547,9 @@ def _ray_session(options: BatchOptions, gpus_needed: bool, out: Path) -> Iterato
 
     A local Ray listens on 127.0.0.1 only, sends no usage statistics and keeps its temporary files
     in OUT/.ray (see _ray_temp_dir).  Ray 2.60's `_node_ip_address="127.0.0.1"` is turned back into
-    the machine's address, and its gRPC servers then listen on every interface; with ENABLE_RAY_CLUSTER off (what Ray does on macOS and
-    Windows) the node address is the loopback one and every server binds there.
+    the machine's address, and its gRPC servers then listen on every interface; with
+    ENABLE_RAY_CLUSTER off (what Ray does on macOS and Windows) the node address is the loopback
+    one and every server binds there.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -574,6 +576,7 @@ def _ray_session(options: BatchOptions, gpus_needed: bool, out: Path) -> Iterato
 
 
 def _ray_init(ray, ray_constants, options: BatchOptions, cleanup: contextlib.ExitStack, out: Path) -> None:
+    """Connect to the cluster at --address, or start the private local Ray (its folder goes with `cleanup`)."""
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if options.address is not None:
         try:

@@ -171,7 +171,8 @@ def test_an_items_last_step_records_it_as_finished_in_the_worker(tmp_path):
 def test_batch_on_local_ray_three_assets_one_failure_and_resume(tiny_pipeline, tmp_path, capsys):
     (tmp_path / "broken.mp4").write_bytes(bytes(range(256)) * 20)  # not a video
     manifest = tmp_path / "manifest.jsonl"
-    rows = [{"prompt": "a red mug", "seed": 0}, {"prompt": "a blue vase", "seed": 1, "engine": "unity", "formats": "glb,ply"},
+    rows = [{"prompt": "a red mug", "seed": 0},
+            {"prompt": "a blue vase", "seed": 1, "engine": "unity", "formats": "glb,ply"},
             {"name": "broken clip", "path": "broken.mp4"}, {"prompt": "a green box", "seed": 2, "formats": "glb,usdz"}]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
