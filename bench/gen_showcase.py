@@ -1,11 +1,12 @@
 """The README's picture of the orbit model: a few prompts, each taken by `orbitforge generate
---to-asset` (exactly what a user runs) to a generated orbit, splats fitted with its known
-cameras and a validated GLB; each row shows the generated frames beside the exported GLB,
-read back from disk and rendered unlit by orbitforge's renderer around the same orbit.
+--to-asset --formats glb` (exactly what a user runs) to a generated orbit and a validated GLB
+(the clip's visual hull, textured from its frames; no splats are trained for a mesh-only
+export); each row shows the generated frames beside the exported GLB, read back from disk and
+rendered unlit by orbitforge's renderer around the same orbit.
 
 Run:  .venv/bin/python bench/gen_showcase.py [--model checkpoints/orbit-starter] [-o runs/showcase]
       [--picture docs/images/gen_showcase.png] [--seed 0]
-Every run folder stays under -o (clip, splats, asset, previews), so any row can be opened in
+Every run folder stays under -o (clip, asset, previews), so any row can be opened in
 `orbitforge view` or imported into an engine.
 """
 
@@ -37,7 +38,6 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=REPO / "runs" / "showcase")
     parser.add_argument("--picture", type=Path, default=REPO / "docs" / "images" / "gen_showcase.png")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--splat-steps", type=int, default=None, help="default: generate's")
     args = parser.parse_args(argv)
 
     from orbitforge.cli import main as orbitforge
@@ -49,10 +49,9 @@ def main(argv=None) -> int:
     rows, labels, report = [], [], []
     for i, prompt in enumerate(PROMPTS):
         run = args.output / f"{i:02d}"
-        extra = ["--splat-steps", str(args.splat_steps)] if args.splat_steps else []
         t0 = time.perf_counter()
         orbitforge(["generate", prompt, "-o", str(run), "--model", str(args.model), "--seed", str(args.seed),
-                    "--to-asset", "--formats", "glb", *extra])
+                    "--to-asset", "--formats", "glb"])
         seconds = time.perf_counter() - t0
         clip = Clip.load(run / "clip")
         back = render_orbit(load_meshes(run / "asset" / "asset.glb"),
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
         labels += ([prompt] + rewrite + [""] * (len(clip) - 1 - len(rewrite)) + ["asset.glb, rendered back"]
                    + [""] * (len(back) - 1))
         report.append({"prompt": prompt, "caption": caption, "seconds": round(seconds, 1),
-                       "splat_psnr": manifest["stages"]["splats"]["metrics"].get("psnr")})
+                       "faces": manifest["stages"]["asset"]["metrics"].get("faces")})
         print(f"[{i + 1}/{len(PROMPTS)}] {seconds:.0f} s  {prompt} (as: {caption})", flush=True)
     frames = np.concatenate(rows)
     columns = 2 * len(rows[0])
