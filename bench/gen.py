@@ -203,6 +203,20 @@ def markdown(gen: dict, truth: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
+def _earlier_truth(path: Path, prompts: list[dict], frames: int, size: int, args) -> list[dict]:
+    """The ground-truth rows of an earlier run, checked to be of these very clips and settings."""
+    earlier = json.loads(path.read_text())
+    meta = earlier["meta"]
+    same = {"frames": frames, "size": size, "splat_steps": args.splat_steps, "probe": str(args.probe) if args.probe
+            else None, "elevation": args.elevation}
+    differ = [k for k, v in same.items() if meta.get(k, 20.0 if k == "elevation" else None) != v]
+    seeds = [r["seed"] for r in earlier["truth_rows"]]
+    if differ or seeds != [p["seed"] for p in prompts]:
+        sys.exit(f"--truth-from {path}: its ground truth was measured with other settings "
+                 f"({', '.join(differ) or 'prompts'}); measure it again without --truth-from")
+    return [{**p, **{k: v for k, v in r.items() if k not in p}} for p, r in zip(prompts, earlier["truth_rows"])]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=REPO / "checkpoints" / "orbit-starter", help="pipeline folder")
@@ -219,6 +233,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes measuring clips, one thread each (default: one per core)")
     parser.add_argument("--no-recaption", action="store_true", help="condition on the captions as written")
+    parser.add_argument("--truth-from", type=Path, default=None,
+                        help="take the ground-truth rows from an earlier gen.json of the same prompts, frames, size, "
+                             "elevation and splat steps (they do not depend on the model) instead of measuring them")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gen.json")
     args = parser.parse_args(argv)
 
@@ -240,6 +257,7 @@ def main(argv=None) -> int:
     size = args.size or pipe.config.default_size
     args.probe = None if args.probe.lower() == "none" else Path(args.probe)
     prompts = held_out_prompts(args.prompts)
+    earlier_truth = _earlier_truth(args.truth_from, prompts, frames, size, args) if args.truth_from else None
     if not args.no_recaption:  # what `orbitforge generate` conditions on
         from orbitforge.gen.recaption import recaptioner_for
 
@@ -261,8 +279,9 @@ def main(argv=None) -> int:
         clip, took = sample(captions[k], frames, k)
         seconds.append(took)
         clips.append(clip)
-        truths.append(render_orbit(sample_asset(prompt["seed"]).parts,
-                                   OrbitConfig(frames=frames, size=size, elevation_deg=args.elevation)))
+        if earlier_truth is None:
+            truths.append(render_orbit(sample_asset(prompt["seed"]).parts,
+                                       OrbitConfig(frames=frames, size=size, elevation_deg=args.elevation)))
     # the target is stated for 16-frame clips: time those too when the model's default is shorter
     seconds_16 = [sample(captions[k % len(prompts)], 16, k)[1] for k in range(3 if frames != 16 else 0)]
     print(f"generated {len(clips)} clips, median {np.median(seconds):.2f} s each; measuring with "
@@ -280,7 +299,7 @@ def main(argv=None) -> int:
                   f"PSNR {scored[-1]['splat_psnr']:.1f}  mesh IoU splats {scored[-1]['splat_mesh_iou']:.2f} "
                   f"hull {scored[-1]['hull_mesh_iou']:.2f}  {prompts[i]['caption']}", flush=True)
     rows = [{**p, "seconds": s, **r} for p, s, r in zip(prompts, seconds, scored[:len(prompts)])]
-    truth_rows = [{**p, **r} for p, r in zip(prompts, scored[len(prompts):])]
+    truth_rows = earlier_truth or [{**p, **r} for p, r in zip(prompts, scored[len(prompts):])]
     sheets = [(clip.frames, prompt["caption"]) for clip, prompt in zip(clips, prompts)]
 
     summary, truth_summary = summarise(rows), summarise(truth_rows)
@@ -288,6 +307,7 @@ def main(argv=None) -> int:
             "device": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'}, "
             f"{torch.get_num_threads()} torch threads", "splat_steps": args.splat_steps,
             "probe": str(args.probe) if args.probe else None, "recaptioned": not args.no_recaption,
+            "elevation": args.elevation, "truth_from": str(args.truth_from) if args.truth_from else None,
             "seconds_per_16_frame_clip": float(np.median(seconds_16)) if seconds_16 else None}
     table = markdown(summary, truth_summary, meta)
     print("\n" + table)

@@ -335,4 +335,5 @@ def mesh_config_for(width: int, height: int, faces: int):
     return MeshConfig(faces=faces, texture_size=texture, render_size=int(min(256, max(64, 2 * side))))
 
 
-__all__ = ["ExportConfig", "export_asset", "run_export", "mesh_source", "needs_splats", "MESH_SOURCES", "FORMATS", "ENGINES"]
+__all__ = ["ExportConfig", "export_asset", "run_export", "mesh_source", "needs_splats", "MESH_SOURCES", "FORMATS",
+           "ENGINES"]
