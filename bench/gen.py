@@ -209,7 +209,8 @@ def _earlier_truth(path: Path, prompts: list[dict], frames: int, size: int, args
     meta = earlier["meta"]
     same = {"frames": frames, "size": size, "splat_steps": args.splat_steps, "probe": str(args.probe) if args.probe
             else None, "elevation": args.elevation}
-    differ = [k for k, v in same.items() if meta.get(k, 20.0 if k == "elevation" else None) != v]
+    recorded = {"elevation": 20.0, **meta}  # gen.json files before --truth-from did not record it: all used 20
+    differ = [k for k, v in same.items() if recorded.get(k) != v]
     seeds = [r["seed"] for r in earlier["truth_rows"]]
     if differ or seeds != [p["seed"] for p in prompts]:
         sys.exit(f"--truth-from {path}: its ground truth was measured with other settings "
