@@ -126,13 +126,15 @@ def write_model_card(dit_run: Path | str, pipeline_dir: Path | str, *, name: str
         until = max(s["to_step"] for s in sessions if s.get("data") == path)
         lines.append(train_command({**dit_config, "data": path, "steps": until}, dit_run))
     lines += [train_command(dit_config, dit_run), "```", ""]
+    start = 0  # each dataset trained from where the previous one stopped (before `data` could change: from 0)
     for path, dataset in datasets.items():
+        end = max((s["to_step"] for s in sessions if s.get("data") == path), default=None)
+        steps, start = f" for steps {start}–{end}" if len(datasets) > 1 and end is not None else "", end or start
         if not dataset:
             continue
         counts = dataset.get("counts", {})
         c = dataset["config"]
-        steps = [f"{s['from_step']}–{s['to_step']}" for s in sessions if s.get("data") == path]
-        lines += [f"Training data{' for steps ' + ', '.join(steps) if len(datasets) > 1 else ''}: orbitforge's "
+        lines += [f"Training data{steps}: orbitforge's "
                   f"procedural world, {c['assets']} assets × {c['views']} views at {c['size']}² (seed {c['seed']}, "
                   f"elevation {c['elevation_range_deg'][0]:g}–{c['elevation_range_deg'][1]:g}°, "
                   f"{c['fov_deg']:g}° field of view); splits train {counts.get('train')}, val {counts.get('val')}, "
