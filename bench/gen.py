@@ -32,12 +32,15 @@ Run:  .venv/bin/python bench/gen.py [--model checkpoints/orbit-starter] [--probe
           [--no-recaption]
 Clips are generated in this process (so seconds per clip is the model's alone), then measured in
 --workers processes of one thread each.  With --probe none the prompt-following columns are left
-out (say so in any table you quote).
+out (say so in any table you quote).  --truth-from takes the costly ground-truth measures (COLMAP,
+splats, meshes) from an earlier run of the same prompts and settings; the probe columns are always
+measured afresh, on the ground-truth renders re-made here, so a new probe needs no full run.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
@@ -143,12 +146,18 @@ def score(clip, prompt: dict, splat_steps: int, probe_path: Path | None, truth: 
     with tempfile.TemporaryDirectory() as tmp:
         row = measure_clip(clip, Path(tmp), splat_steps, parts)
     if probe_path is not None:
-        from orbitforge.gen.world.probe import AttributeProbe
-
-        got = AttributeProbe.load(probe_path).score_clip(
-            clip.frames, {"category": prompt["category"], "main_colour": prompt["main_colour"]})
-        row.update(probe_category=got.category, probe_colour=got.colour)
+        row.update(probe_scores(probe_path, clip, prompt))
     return row
+
+
+def probe_scores(probe_path: Path, clip, prompt: dict) -> dict:
+    """The shares of the clip's frames in which the attribute probe reads the prompt's category
+    and main colour."""
+    from orbitforge.gen.world.probe import AttributeProbe
+
+    got = AttributeProbe.load(probe_path).score_clip(
+        clip.frames, {"category": prompt["category"], "main_colour": prompt["main_colour"]})
+    return {"probe_category": got.category, "probe_colour": got.colour}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -204,18 +213,19 @@ def markdown(gen: dict, truth: dict, meta: dict) -> str:
 
 
 def _earlier_truth(path: Path, prompts: list[dict], frames: int, size: int, args) -> list[dict]:
-    """The ground-truth rows of an earlier run, checked to be of these very clips and settings."""
+    """The ground-truth rows of an earlier run, checked to be of these very clips and settings,
+    without their probe columns (the caller scores those again with this run's probe)."""
     earlier = json.loads(path.read_text())
     meta = earlier["meta"]
-    same = {"frames": frames, "size": size, "splat_steps": args.splat_steps, "probe": str(args.probe) if args.probe
-            else None, "elevation": args.elevation}
+    same = {"frames": frames, "size": size, "splat_steps": args.splat_steps, "elevation": args.elevation}
     recorded = {"elevation": 20.0, **meta}  # gen.json files before --truth-from did not record it: all used 20
     differ = [k for k, v in same.items() if recorded.get(k) != v]
     seeds = [r["seed"] for r in earlier["truth_rows"]]
     if differ or seeds != [p["seed"] for p in prompts]:
         sys.exit(f"--truth-from {path}: its ground truth was measured with other settings "
                  f"({', '.join(differ) or 'prompts'}); measure it again without --truth-from")
-    return [{**p, **{k: v for k, v in r.items() if k not in p}} for p, r in zip(prompts, earlier["truth_rows"])]
+    return [{**p, **{k: v for k, v in r.items() if k not in p and not k.startswith("probe_")}}
+            for p, r in zip(prompts, earlier["truth_rows"])]
 
 
 def main(argv=None) -> int:
@@ -236,7 +246,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-recaption", action="store_true", help="condition on the captions as written")
     parser.add_argument("--truth-from", type=Path, default=None,
                         help="take the ground-truth rows from an earlier gen.json of the same prompts, frames, size, "
-                             "elevation and splat steps (they do not depend on the model) instead of measuring them")
+                             "elevation and splat steps (they do not depend on the model) instead of measuring them; "
+                             "the probe still reads the ground-truth renders afresh")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gen.json")
     args = parser.parse_args(argv)
 
@@ -280,15 +291,19 @@ def main(argv=None) -> int:
         clip, took = sample(captions[k], frames, k)
         seconds.append(took)
         clips.append(clip)
-        if earlier_truth is None:
-            truths.append(render_orbit(sample_asset(prompt["seed"]).parts,
-                                       OrbitConfig(frames=frames, size=size, elevation_deg=args.elevation)))
+        truths.append(render_orbit(sample_asset(prompt["seed"]).parts,
+                                   OrbitConfig(frames=frames, size=size, elevation_deg=args.elevation)))
     # the target is stated for 16-frame clips: time those too when the model's default is shorter
     seconds_16 = [sample(captions[k % len(prompts)], 16, k)[1] for k in range(3 if frames != 16 else 0)]
     print(f"generated {len(clips)} clips, median {np.median(seconds):.2f} s each; measuring with "
           f"{args.workers} worker processes", flush=True)
     # 2. measure generated clips and their ground-truth peers side by side in worker processes
-    jobs = [(clip, prompt) for prompt, clip in zip(prompts, clips)] + list(zip(truths, prompts))
+    jobs = [(clip, prompt) for prompt, clip in zip(prompts, clips)]
+    if earlier_truth is None:
+        jobs += list(zip(truths, prompts))
+    elif args.probe is not None:  # cheap, and the probe may have changed since
+        for row, clip in zip(earlier_truth, truths):
+            row.update(probe_scores(args.probe, clip, row))
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(score, clip, prompt, args.splat_steps, args.probe, k >= len(prompts))
                    for k, (clip, prompt) in enumerate(jobs)]
@@ -307,7 +322,8 @@ def main(argv=None) -> int:
     meta = {"model": str(model), "frames": frames, "size": size, "steps": args.steps, "guidance": args.guidance,
             "device": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'}, "
             f"{torch.get_num_threads()} torch threads", "splat_steps": args.splat_steps,
-            "probe": str(args.probe) if args.probe else None, "recaptioned": not args.no_recaption,
+            "probe": str(args.probe) if args.probe else None,
+            "probe_sha256": hashlib.sha256(args.probe.read_bytes()).hexdigest() if args.probe else None, "recaptioned": not args.no_recaption,
             "elevation": args.elevation, "truth_from": str(args.truth_from) if args.truth_from else None,
             "seconds_per_16_frame_clip": float(np.median(seconds_16)) if seconds_16 else None}
     table = markdown(summary, truth_summary, meta)
