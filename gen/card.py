@@ -99,6 +99,7 @@ def write_model_card(dit_run: Path | str, pipeline_dir: Path | str, *, name: str
     # a run may go on with a larger dataset (`data` is resumable): every dataset it used, in order
     data_paths = list(dict.fromkeys([s["data"] for s in sessions if s.get("data")] + [dit_config.get("data", "")]))
     datasets = {d: _read_json(Path(d) / "dataset.json") for d in data_paths}
+    last_step = {d: max((s["to_step"] for s in sessions if s.get("data") == d), default=None) for d in data_paths}
     frames, size = dit_config.get("frames"), dit_config.get("size")
     name = name or pipeline_dir.name
 
@@ -123,13 +124,13 @@ def write_model_card(dit_run: Path | str, pipeline_dir: Path | str, *, name: str
     if vae_config:
         lines.append(train_command(vae_config, vae_run))
     for path in (d for d in data_paths if d != dit_config.get("data", "")):  # stretches on an earlier dataset
-        until = max(s["to_step"] for s in sessions if s.get("data") == path)
-        lines.append(train_command({**dit_config, "data": path, "steps": until}, dit_run))
+        lines.append(train_command({**dit_config, "data": path, "steps": last_step[path]}, dit_run))
     lines += [train_command(dit_config, dit_run), "```", ""]
     start = 0  # each dataset trained from where the previous one stopped (before `data` could change: from 0)
     for path, dataset in datasets.items():
-        end = max((s["to_step"] for s in sessions if s.get("data") == path), default=None)
-        steps, start = f" for steps {start}–{end}" if len(datasets) > 1 and end is not None else "", end or start
+        end = last_step[path]
+        steps = f" for steps {start}–{end}" if len(datasets) > 1 and end is not None else ""
+        start = end if end is not None else start
         if not dataset:
             continue
         counts = dataset.get("counts", {})
