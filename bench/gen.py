@@ -332,8 +332,8 @@ def main(argv=None) -> int:
     # 2. measure generated clips and their ground-truth peers side by side
     jobs = [(clip, prompt) for prompt, clip in zip(prompts, clips)]
     if args.probe_only:  # the probe reads every clip here: nothing costly for workers to do
-        earlier_truth = [{**p, **probe_scores(args.probe, clip, p)} for clip, p in zip(truths, prompts)]
         scored = [probe_scores(args.probe, clip, prompt) for clip, prompt in jobs]
+        truth_rows = [{**p, **probe_scores(args.probe, clip, p)} for clip, p in zip(truths, prompts)]
     else:
         if earlier_truth is None:
             jobs += list(zip(truths, prompts))
@@ -341,8 +341,8 @@ def main(argv=None) -> int:
             for row, clip in zip(earlier_truth, truths):
                 row.update(probe_scores(args.probe, clip, row))
         scored = measure_in_workers(jobs, prompts, args)
+        truth_rows = earlier_truth or [{**p, **r} for p, r in zip(prompts, scored[len(prompts):])]
     rows = [{**p, "seconds": s, **r} for p, s, r in zip(prompts, seconds, scored[:len(prompts)])]
-    truth_rows = earlier_truth or [{**p, **r} for p, r in zip(prompts, scored[len(prompts):])]
     sheets = [(clip.frames, prompt["caption"]) for clip, prompt in zip(clips, prompts)]
 
     summary, truth_summary = summarise(rows), summarise(truth_rows)

@@ -9,11 +9,10 @@ apart: a prompt runs `generate` -> `splat` -> `export`, a video or photo folder 
 the export reads no splats (a prompt's hull mesh with only mesh formats, e.g. formats=glb).
 Every step is one Ray task with its own resources (the GPU steps, generate and splat, ask for
 --gpus-per-task; poses and export are CPU-only), so on a cluster COLMAP and mesh export never hold
-a GPU.  The driver
-submits an item's next step when the previous one finished.  A step that raises `InputError`
-(bad input, also when a stage wraps it) fails its item at once; any other error, and a worker
-that dies, is retried by Ray (`max_retries`, `retry_exceptions`) up to --retries times.  A failing
-item never stops the others.
+a GPU.  The driver submits an item's next step when the previous one finished.  A step that
+raises `InputError` (bad input, also when a stage wraps it) fails its item at once; any other
+error, and a worker that dies, is retried by Ray (`max_retries`, `retry_exceptions`) up to
+--retries times.  A failing item never stops the others.
 
 Resume is two-layered: an item whose asset is validated and whose settings are unchanged is
 skipped before anything is scheduled, and an item that stopped half-way resumes inside its run
