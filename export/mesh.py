@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from orbitforge.cameras import Cameras, orbit
-from orbitforge.clip import Clip
+from orbitforge.clip import Clip, backdrop_colour
 from orbitforge.errors import InputError
 from orbitforge.export.bake import BakeConfig, bake_base_colour
 from orbitforge.gaussians import GaussianScene
@@ -297,12 +297,9 @@ def foreground_masks(clip: Clip, threshold: float = 0.1) -> np.ndarray:
     """
     from scipy import ndimage
 
-    frames = clip.frames.astype(np.float32) / 255
-    out = np.zeros(frames.shape[:3], bool)
-    for t, frame in enumerate(frames):
-        border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
-        backdrop = np.median(border, axis=0)
-        mask = np.linalg.norm(frame - backdrop, axis=-1) > threshold
+    out = np.zeros(clip.frames.shape[:3], bool)
+    for t, frame in enumerate(clip.frames):
+        mask = np.linalg.norm(frame / 255.0 - backdrop_colour(frame), axis=-1) > threshold
         mask = ndimage.binary_opening(mask, iterations=1)
         out[t] = ndimage.binary_fill_holes(mask)
     return out
@@ -458,9 +455,7 @@ def _render_depths(scene: GaussianScene, cams: Cameras, config: MeshConfig, repo
     """
     from orbitforge.recon.splat.render import render_splats
 
-    params = {"means": scene.means, "scales": scene.log_scales, "quats": scene.quats_wxyz,
-              "opacities": scene.logit_opacities, "sh0": scene.sh[:, :1], "shN": scene.sh[:, 1:]}
-    params = {k: v.detach().float().contiguous() for k, v in params.items()}
+    params = scene.render_params()
     device = params["means"].device
     w2c = torch.tensor(cams.w2c, dtype=torch.float32, device=device)
     Ks = torch.tensor(cams.K, dtype=torch.float32, device=device)

@@ -31,6 +31,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_NAMED_COLOURS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+
+
+def _background(text: str) -> tuple[float, float, float] | None:
+    """--background: auto (None: the frames' border colour), white, black, or R,G,B in 0-1."""
+    if text == "auto" or text in _NAMED_COLOURS:
+        return _NAMED_COLOURS.get(text)
+    try:
+        rgb = tuple(float(c) for c in text.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):
+        raise argparse.ArgumentTypeError(f"expected auto, white, black or R,G,B in 0-1, got {text!r}")
+    return rgb
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the full usage is one `--help` away)."""
 
@@ -157,6 +173,9 @@ def _add_splat_arguments(p: argparse.ArgumentParser, steps_option: str = "--step
     p.add_argument("--eval-every", type=int, default=0, help="evaluate held-out frames every N steps (curve)")
     p.add_argument("--strategy", choices=("default", "mcmc"), default="default",
                    help="gsplat densification strategy: default (3DGS) or mcmc (default: default)")
+    p.add_argument("--background", type=_background, default=None, metavar="auto|white|black|R,G,B",
+                   help="colour behind the splats where frames have no masks (default auto: the frames' "
+                        "border colour, so a dark studio backdrop is not painted in with splats)")
 
 
 def _add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -284,7 +303,8 @@ def _splat_step(run, args: argparse.Namespace) -> None:
     from orbitforge.recon.stages import run_splat
 
     config = SplatConfig(steps=args.splat_steps, backend=args.backend, max_gaussians=args.max_gaussians,
-                         sh_degree=args.sh_degree, eval_every=args.eval_every, strategy=args.strategy)
+                         sh_degree=args.sh_degree, eval_every=args.eval_every, strategy=args.strategy,
+                         background=args.background)
     with tqdm(total=config.steps, desc="splat", unit="step", disable=None) as bar:
         def progress(step: int, stats: dict) -> None:
             bar.n = step

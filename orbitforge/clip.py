@@ -80,6 +80,11 @@ class Clip:
     def width(self) -> int:
         return self.frames.shape[2]
 
+    @property
+    def backdrop(self) -> tuple[float, float, float]:
+        """The colour behind the object, (r, g, b) in [0, 1]: see `backdrop_colour`."""
+        return tuple(float(c) for c in backdrop_colour(self.frames))
+
     def save(self, folder: Path | str, *, video: bool = True) -> None:
         """Write the clip's folder layout (see the module docstring) into `folder`."""
         folder = Path(folder)
@@ -129,3 +134,16 @@ class Clip:
         if (folder / "depths").is_dir():
             depths = np.stack([np.load(folder / "depths" / f"{s}.npy", allow_pickle=False) for s in stems])
         return cls(frames, cameras, masks, depths, fps=float(meta.get("fps", 24.0)), source=str(meta.get("source", "")))
+
+
+def backdrop_colour(frames: np.ndarray) -> np.ndarray:
+    """(3,) float in [0, 1]: the median colour of the frames' one-pixel borders.
+
+    What the object stands in front of: white for orbitforge's renders and generated orbits,
+    black for a studio capture such as Middlebury's temple, some grey for a cluttered room.
+    Args: frames (T, H, W, 3) or (H, W, 3) uint8 sRGB.
+    """
+    frames = np.asarray(frames)
+    frames = frames[None] if frames.ndim == 3 else frames
+    border = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], axis=1)
+    return np.median(border.reshape(-1, 3), axis=0) / 255.0

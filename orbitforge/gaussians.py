@@ -113,6 +113,14 @@ class GaussianScene:
         """(N, 3) per-axis standard deviation, metres."""
         return torch.exp(self.log_scales)
 
+    def render_params(self) -> dict[str, Tensor]:
+        """The scene as the parameter dict `render_splats` and the trainer take (gsplat's names:
+        means, scales (log), quats (wxyz), opacities (logit), sh0 [N, 1, 3], shN [N, K-1, 3]),
+        detached float32 copies."""
+        params = {"means": self.means, "scales": self.log_scales, "quats": self.quats_wxyz,
+                  "opacities": self.logit_opacities, "sh0": self.sh[:, :1], "shN": self.sh[:, 1:]}
+        return {k: v.detach().float().contiguous() for k, v in params.items()}
+
     def to(self, device: torch.device | str) -> GaussianScene:
         """A new scene on `device`; this one is left untouched."""
         return GaussianScene(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})

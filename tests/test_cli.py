@@ -69,6 +69,8 @@ def faceless_obj(tmp_path) -> Path:
         (["render-orbit", "builtin:toy", "--size", "16000", "--supersample", "1"], "GiB in memory"),
         (["render-orbit", "builtin:toy", "--fov", "0"], "field of view"),
         (["info", "."], "not a run folder"),
+        (["splat", ".", "--background", "2,0,0"], "R,G,B in 0-1"),
+        (["splat", ".", "--background", "red"], "auto, white, black"),
     ],
 )
 def test_bad_input_gives_one_line_and_writes_nothing(args, message, tmp_path, faceless_obj):

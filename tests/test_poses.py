@@ -133,6 +133,10 @@ def test_spot_orbit_video_through_ingest(spot_orbit, tmp_path):
     median = float(np.median(errors.rotation_deg))
     assert median <= 0.8, f"median rotation error {median:.3f} deg"
     assert (errors.rotation_deg <= 2.5).all(), f"max rotation error {errors.rotation_deg.max():.2f} deg"
+    # a second run repeats the first exactly (images numbered in name order, seeded RANSAC):
+    # before, the same video gave medians of 0.52-1.05 deg and maxima of 0.96-2.91 over 12 runs
+    again = estimate_poses(got.clip, tmp_path / "again", PosesConfig())
+    np.testing.assert_array_equal(again.clip.cameras.c2w, result.clip.cameras.c2w)
 
 
 def test_spot_known_camera_triangulation(spot_orbit, tmp_path):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from orbitforge import builtin
+from orbitforge.clip import Clip
 from orbitforge.errors import InputError
+from orbitforge.export.mesh import foreground_masks
 from orbitforge.gaussians import load_ply, save_ply
 from orbitforge.recon.splat.render import render_splats, resolve_backend
 from orbitforge.recon.splat.trainer import SplatConfig, split_frames, train_splats
-from orbitforge.render import OrbitConfig, render_orbit
+from orbitforge.render import OrbitConfig, RenderConfig, render_orbit
 
 from conftest import data_path
 
@@ -42,6 +47,27 @@ def test_training_learns_and_writes_a_loadable_scene(toy_clip, tmp_path):
     assert len(result.renders) == 2 and result.renders[0].shape == (48, 96, 3)
     save_ply(result.scene, tmp_path / "s.ply")
     assert load_ply(tmp_path / "s.ply").num_gaussians == result.scene.num_gaussians
+
+
+def test_without_masks_the_splats_stand_on_the_clips_own_backdrop():
+    """A capture on a dark backdrop (a studio, Middlebury's temple) has no masks: splats trained
+    against white must paint the backdrop in with opaque dark Gaussians, which then bury the
+    object in the mesh.  The default background is the frames' border colour instead."""
+    dark = render_orbit(builtin.load("toy"), OrbitConfig(frames=16, size=48, render=RenderConfig(background=(0, 0, 0))))
+    capture = Clip(dark.frames, dark.cameras)  # no masks, as from a camera
+    assert capture.backdrop == (0.0, 0.0, 0.0)
+    config = SplatConfig(steps=150, sh_degree=0, random_init_points=3000)
+    auto = train_splats(capture, config)
+    white = train_splats(capture, replace(config, background=(1.0, 1.0, 1.0)))
+    assert auto.metrics["background"] == [0.0, 0.0, 0.0] and white.metrics["background"] == [1.0, 1.0, 1.0]
+    assert auto.metrics["psnr"] > white.metrics["psnr"] + 3, (auto.metrics["psnr"], white.metrics["psnr"])
+    # where the frames show backdrop, the auto splats are see-through and the white ones are not
+    backdrop = ~foreground_masks(capture)[0]
+    opaque = {name: render_splats(result.scene.render_params(), torch.tensor(capture.cameras.w2c[:1], dtype=torch.float32),
+                                  torch.tensor(capture.cameras.K[:1], dtype=torch.float32), 48, 48,
+                                  sh_degree=0).alpha[0, ..., 0].numpy()[backdrop].mean()
+              for name, result in (("auto", auto), ("white", white))}
+    assert opaque["auto"] < 0.3 < opaque["white"], opaque
 
 
 def test_resume_continues_from_the_checkpoint(toy_clip, tmp_path):
@@ -109,6 +135,10 @@ def test_splat_command_on_a_rendered_orbit(tmp_path, capsys):
     assert "held-out PSNR" in capsys.readouterr().out
     assert main(["splat", str(run), "--steps", "40", "--sh-degree", "0"]) == 0
     assert "already complete, skipped" in capsys.readouterr().out
+    assert json.loads((run / "splats" / "eval.json").read_text())["background"] == [1.0, 1.0, 1.0]  # the render's
+    assert main(["splat", str(run), "--steps", "40", "--sh-degree", "0", "--background", "0.5,0.5,0.5"]) == 0
+    assert "already complete" not in capsys.readouterr().out  # another background is another stage
+    assert json.loads((run / "splats" / "eval.json").read_text())["background"] == [0.5, 0.5, 0.5]
     assert main(["splat", str(tmp_path / "nothing")]) == 2
 
 

@@ -16,7 +16,7 @@ import logging
 import math
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -66,8 +66,12 @@ class SplatConfig:
     lr_opacities: float = 5e-2
     lr_sh0: float = 2.5e-3
     lr_shN: float = 2.5e-3 / 20
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """Colour behind the splats when the clip has no masks (orbitforge's renders are on white)."""
+    background: tuple[float, float, float] | None = None
+    """Colour behind the splats, (r, g, b) in [0, 1], where the clip has no masks (with masks a
+    random colour each step) and in the held-out scores.  None: the clip's backdrop, the median
+    colour of its frames' borders (`Clip.backdrop`).  A fixed colour that differs from the
+    backdrop makes the splats paint the backdrop in: on Middlebury's black-backdrop temple, white
+    cost 11 dB of held-out PSNR at 150 steps and buried the temple in opaque black splats."""
     eval_every: int = 0
     """Evaluate held-out frames every n steps for the training curve (0: only at the end)."""
     checkpoint_every: int = 500
@@ -112,9 +116,7 @@ def _init_params(points: np.ndarray | None, colours: np.ndarray | None, config: 
     else:
         pts = torch.as_tensor(points, dtype=torch.float32)
         cols = torch.as_tensor(colours, dtype=torch.float32) / 255.0
-    scene = GaussianScene.from_points(pts, cols, sh_degree=config.sh_degree)
-    return {"means": scene.means, "scales": scene.log_scales, "quats": scene.quats_wxyz,
-            "opacities": scene.logit_opacities, "sh0": scene.sh[:, :1].contiguous(), "shN": scene.sh[:, 1:].contiguous()}
+    return GaussianScene.from_points(pts, cols, sh_degree=config.sh_degree).render_params()
 
 
 def _optimizers(params: torch.nn.ParameterDict, config: SplatConfig, scene_scale: float) -> dict:
@@ -150,6 +152,8 @@ def train_splats(clip: Clip, config: SplatConfig = SplatConfig(), *, points: np.
     """
     if clip.cameras is None:
         raise InputError("splatting needs cameras: run `orbitforge poses` first")
+    if config.background is None:
+        config = replace(config, background=clip.backdrop)
     backend = resolve_backend(config.backend)
     if backend == "gsplat":
         return _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key,
@@ -244,6 +248,7 @@ def _train(clip, config, backend, points, colours, device, progress, checkpoint,
     result = evaluate(params, clip, test_ids or train_ids[:1], config, backend)
     metrics = {**result["summary"], "steps": config.steps, "seconds": round(seconds, 2), "backend": backend,
                "gaussians": len(params["means"]), "skipped_steps": skipped, "held_out_frames": test_ids,
+               "background": [round(c, 4) for c in config.background],
                "peak_memory_mb": _peak_memory_mb(device)}
     return TrainResult(to_scene(params), metrics, curve, result["renders"])
 
