@@ -100,9 +100,10 @@ def test_lego_flips_are_detected_not_reported_as_success(tmp_path):
     result = estimate_poses(clip, tmp_path, PosesConfig(verify_known=True))
     verify = result.report["verify"]
     right = verify["cameras_within_2_deg"]
-    assert 0 <= right <= 20
-    if right < 12:  # the usual outcome with COLMAP defaults (7 of 20 here)
-        assert result.problem is not None and "cameras were recovered" in result.problem
+    # runs repeat exactly: 9 of 20 registered, 8 of them right (mapper, matching and SIFT settings
+    # tried: a 4 px filter, 15-inlier registration and guided matching all stay at 8 right)
+    assert 5 <= right <= verify["registered"] < 12
+    assert result.problem is not None and f"only {right} of 20 cameras were recovered" in result.problem
     # triangulation from the known cameras still gives usable seed points
     assert result.report["points"] >= 300 and result.report["mean_reprojection_px"] <= 1.0
 
