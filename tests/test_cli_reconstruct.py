@@ -74,8 +74,9 @@ def test_real_photos_to_validated_glb_and_usdz(tmp_path, capsys):
     mesh.apply_transform(placement.file_to_world())
     points = posed_clip(RunDir(run))[1]  # the poses stage's sparse points, in the world the mesh is in
     size = np.linalg.norm(np.subtract(*np.percentile(points, [98, 2], axis=0)))
-    near_mesh = trimesh.proximity.closest_point(mesh, points)[1] < 0.05 * size
-    near_points = cKDTree(points).query(mesh.sample(5000))[0] < 0.05 * size
+    surface = mesh.sample(50_000)  # ~1% of the size apart: nearest samples stand in for the surface
+    near_mesh = cKDTree(surface).query(points)[0] < 0.05 * size
+    near_points = cKDTree(points).query(surface)[0] < 0.05 * size
     assert len(mesh.faces) >= 1000
     assert near_mesh.mean() >= 0.8, f"{near_mesh.mean():.0%} of the sparse points lie on the mesh"  # measured 94%
     assert near_points.mean() >= 0.7, f"{near_points.mean():.0%} of the mesh lies near the sparse points"  # 89%
