@@ -350,7 +350,8 @@ def main(argv=None) -> int:
             "device": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'}, "
             f"{torch.get_num_threads()} torch threads", "splat_steps": args.splat_steps,
             "probe": str(args.probe) if args.probe else None,
-            "probe_sha256": hashlib.sha256(args.probe.read_bytes()).hexdigest() if args.probe else None, "recaptioned": not args.no_recaption, "probe_only": args.probe_only,
+            "probe_sha256": hashlib.sha256(args.probe.read_bytes()).hexdigest() if args.probe else None,
+            "recaptioned": not args.no_recaption, "probe_only": args.probe_only,
             "elevation": args.elevation, "truth_from": str(args.truth_from) if args.truth_from else None,
             "seconds_per_16_frame_clip": float(np.median(seconds_16)) if seconds_16 else None}
     table = markdown(summary, truth_summary, meta)
