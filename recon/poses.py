@@ -13,7 +13,10 @@ matches each frame with its most similar distant frames: where an orbit returns 
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -25,7 +28,7 @@ from PIL import Image
 
 from orbitforge.cameras import Cameras, from_colmap
 from orbitforge.clip import Clip
-from orbitforge.errors import InputError
+from orbitforge.errors import InputError, StageError
 from orbitforge.recon.metrics import pose_errors
 from orbitforge.recon.normalise import Similarity, normalise_world
 
@@ -81,10 +84,12 @@ class PosesConfig:
     mapping_attempts: int = 3
     """Mapper runs at most (the later ones with a relaxed initial pair, the last also with COLMAP's
     default 4 px reprojection filter) while frames are left out."""
-    mapper_threads: int = 1
-    """Threads of the incremental mapper.  One makes a run repeat exactly for the same features
-    (multi-threaded runs of the same database differed); -1 uses every core, which pays off in
-    bundle adjustment of large captures (above ~50,000 residuals)."""
+    threads: int = 1
+    """Threads of matching and mapping.  One makes a run repeat exactly for the same frames: with
+    every core, 1 in 20 matchings of the 48-frame Spot orbit gave different matches for a few pairs
+    (measured on 2 cores), and multi-threaded mapping of the same database differed too.  -1 uses
+    every core: matching ~1.7x faster on 2 cores, and bundle adjustment of large captures (above
+    ~50,000 residuals) pays off."""
 
 
 @dataclass
@@ -115,6 +120,49 @@ class _Timer:
             yield
         finally:
             self.seconds[step] = round(self.seconds.get(step, 0.0) + time.perf_counter() - t0, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# every COLMAP step in a fresh process
+# ---------------------------------------------------------------------------------------------
+
+
+def run_step(step: str, stage_dir: Path, **arguments) -> dict:
+    """Runs one COLMAP step ("extract", "match", "map" or "triangulate") in a new Python process
+    (`recon/colmap_worker.py`) and returns the dict it reports; COLMAP's log goes to
+    `stage_dir/colmap.log`.
+
+    Why a process of its own: pycolmap's mapper carries state from one call to the next within a
+    process.  In the poses bench the Spot orbit's sequential + incremental run came out at 1.33 deg
+    after other captures had run in the same process, against 0.54 deg alone, from the same
+    matches.  A fresh process maps the same matches to the same cameras every time, and a COLMAP
+    abort (a failed internal check ends its process) becomes one line here instead of ending the
+    user's process.
+    """
+    stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    job_file, result_file = stage_dir / f".colmap_{step}.json", stage_dir / f".colmap_{step}_result.json"
+    log = stage_dir / "colmap.log"
+    job = {"step": step, "result": str(result_file), **arguments}
+    if isinstance(job.get("config"), PosesConfig):
+        job["config"] = asdict(job["config"])
+    job_file.write_text(json.dumps(job, default=str))
+    result_file.unlink(missing_ok=True)
+    with open(log, "a") as out:
+        out.write(f"==== {step} ====\n")
+        out.flush()
+        code = subprocess.run([sys.executable, "-m", "orbitforge.recon.colmap_worker", str(job_file)],
+                              stdout=out, stderr=subprocess.STDOUT).returncode
+    try:
+        if code != 0 or not result_file.is_file():
+            tail = [line.strip() for line in log.read_text(errors="replace").splitlines()[-40:] if line.strip()]
+            reason = next((t for t in reversed(tail) if "Check failed" in t or "Error" in t), tail[-1] if tail else "")
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            raise StageError(f"COLMAP stopped during {step} ({how}): {reason[-300:]}; full log in {log}")
+        return json.loads(result_file.read_text())
+    finally:
+        job_file.unlink(missing_ok=True)
+        result_file.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,11 +258,13 @@ def loop_closure_pairs(names: list[str], hist: np.ndarray, per_frame: int, min_g
     return [(names[i], names[j]) for i, j in sorted(pairs)]
 
 
-def _match(db: Path, workdir: Path, n_images: int, config: PosesConfig, report: dict) -> None:
+def _match(db: Path, workdir: Path, n_images: int, config: PosesConfig) -> dict:
+    """Matches every pair COLMAP should see; returns the report's matching entries."""
     import pycolmap
 
     matching = pycolmap.FeatureMatchingOptions()
     matching.use_gpu = False
+    matching.num_threads = config.threads
     # two-view geometry's RANSAC draws a fresh seed per run unless given one (COLMAP's -1)
     verification = pycolmap.TwoViewGeometryOptions()
     verification.ransac.random_seed = config.seed
@@ -222,10 +272,10 @@ def _match(db: Path, workdir: Path, n_images: int, config: PosesConfig, report: 
     strategy = config.matching
     if strategy == "auto":
         strategy = "exhaustive" if n_images <= config.exhaustive_max_images else "sequential"
-    report["matching"] = strategy
+    report = {"matching": strategy}
     if strategy == "exhaustive":
         pycolmap.match_exhaustive(db, **options)
-        return
+        return report
     pairing = pycolmap.SequentialPairingOptions()
     pairing.overlap = config.sequential_overlap
     pycolmap.match_sequential(db, pairing_options=pairing, **options)
@@ -238,6 +288,7 @@ def _match(db: Path, workdir: Path, n_images: int, config: PosesConfig, report: 
         imported.match_list_path = pairs_file
         pycolmap.match_image_pairs(db, pairing_options=imported, **options)
         report["loop_pairs"] = len(pairs)
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,13 +296,14 @@ def _match(db: Path, workdir: Path, n_images: int, config: PosesConfig, report: 
 # ---------------------------------------------------------------------------------------------
 
 
-def _map(db: Path, images: Path, out: Path, config: PosesConfig, fixed_intrinsics: bool, report: dict):
-    """The largest model the mapper finds, or None.
+def _map(db: Path, images: Path, out: Path, config: PosesConfig, fixed_intrinsics: bool) -> dict:
+    """Writes the largest model the mapper finds to `out`; returns {"mapping_attempts": [...],
+    "model": True when there is one}.
 
     COLMAP's incremental mapper can stall after a poor initial pair (measured on a 48-frame
     orbit of Spot through H.264: 1 run in 4 ended with a 2-image model), so when the best model
     leaves frames out the mapper runs again with a relaxed initialisation and the model with the
-    most registered frames wins.  `report["mapping_attempts"]` records every attempt.
+    most registered frames wins.  "mapping_attempts" records every attempt.
     """
     import pycolmap
 
@@ -263,11 +315,12 @@ def _map(db: Path, images: Path, out: Path, config: PosesConfig, fixed_intrinsic
         if config.mapper == "global":
             options = pycolmap.GlobalPipelineOptions()
             options.random_seed = config.seed + attempt
+            options.num_threads = config.threads
             models = pycolmap.global_mapping(db, images, folder, options)
         else:
             options = pycolmap.IncrementalPipelineOptions()
             options.random_seed = config.seed + attempt
-            options.num_threads = config.mapper_threads
+            options.num_threads = config.threads
             if fixed_intrinsics:
                 options.ba_refine_focal_length = False
                 options.ba_refine_extra_params = False
@@ -289,8 +342,19 @@ def _map(db: Path, images: Path, out: Path, config: PosesConfig, fixed_intrinsic
             best = model
         if best is not None and best.num_reg_images() >= _num_images(db):
             break
-    report.setdefault("mapping_attempts", []).extend(attempts)
-    return best
+    if best is not None:
+        best.write(str(out))
+    return {"mapping_attempts": attempts, "model": best is not None}
+
+
+def _mapped(db: Path, images: Path, workdir: Path, out: Path, config: PosesConfig, fixed_intrinsics: bool,
+            report: dict):
+    """`_map` in its own process: the model it wrote, or None; its attempts go into `report`."""
+    import pycolmap
+
+    mapped = run_step("map", workdir, db=db, images=images, out=out, config=config, fixed_intrinsics=fixed_intrinsics)
+    report.setdefault("mapping_attempts", []).extend(mapped["mapping_attempts"])
+    return pycolmap.Reconstruction(str(out)) if mapped["model"] else None
 
 
 def _num_images(db: Path) -> int:
@@ -323,8 +387,9 @@ def _points(rec) -> tuple[np.ndarray, np.ndarray]:
     return np.array([p.xyz for p in pts]), np.array([p.color for p in pts], np.uint8)
 
 
-def _triangulate_known(db: Path, images: Path, out: Path, clip: Clip, names: list[str]):
-    """A model with the clip's own cameras (ids matching the database) and triangulated points."""
+def _triangulate_known(db: Path, images: Path, out: Path, w2c: list, names: list[str]) -> dict:
+    """Writes a model with the clip's own cameras (ids matching the database) and points
+    triangulated from them to `out`."""
     import pycolmap
 
     database = pycolmap.Database.open(str(db))
@@ -336,13 +401,14 @@ def _triangulate_known(db: Path, images: Path, out: Path, clip: Clip, names: lis
     rec = pycolmap.Reconstruction()
     for cam in cameras:
         rec.add_camera_with_trivial_rig(cam)
-    w2c = clip.cameras.w2c
+    w2c = np.asarray(w2c, np.float64)
     for i, name in enumerate(names):
         im = db_images[name]
         rec.add_image_with_trivial_frame(pycolmap.Image(name=name, camera_id=im.camera_id, image_id=im.image_id),
                                          pycolmap.Rigid3d(w2c[i, :3, :4]))
     out.mkdir(parents=True, exist_ok=True)
-    return pycolmap.triangulate_points(rec, db, images, out)
+    pycolmap.triangulate_points(rec, db, images, out).write(str(out))
+    return {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,13 +459,15 @@ def estimate_poses(
         focal_px *= upscale
     with timer("write_images"):
         names = _write_images(clip, images, upscale)
+    db.unlink(missing_ok=True)  # an earlier run's database would lend this one its old features
     say("extracting SIFT features")
     with timer("features"):
-        _extract(db, images, names, config,
-                 _camera_params(config.camera_model, intrinsics, focal_px, clip.width * upscale, clip.height * upscale))
+        run_step("extract", workdir, db=db, images=images, names=names, config=config,
+                 params=_camera_params(config.camera_model, intrinsics, focal_px, clip.width * upscale,
+                                       clip.height * upscale))
     say("matching")
     with timer("matching"):
-        _match(db, workdir, len(names), config, report)
+        report.update(run_step("match", workdir, db=db, workdir=workdir, n_images=len(names), config=config))
 
     if known is not None:
         report["registered_frames"] = list(range(len(clip)))
@@ -407,8 +475,7 @@ def estimate_poses(
     else:
         say(f"{config.mapper} mapping")
         with timer("mapping"):
-            rec = _map(db, images, workdir / "sparse" / "0", config, fixed_intrinsics=intrinsics is not None,
-                       report=report)
+            rec = _mapped(db, images, workdir, workdir / "sparse" / "0", config, intrinsics is not None, report)
         result = _sfm_result(clip, rec, names, config, report, metric_scale)
         if result.reconstruction is not None:
             result.reconstruction.write(str(workdir / "sparse" / "0"))
@@ -440,9 +507,13 @@ def _sfm_result(clip: Clip, rec, names: list[str], config: PosesConfig, report: 
 
 
 def _known_camera_result(clip, db, images, workdir, names, config, report, timer, say) -> PosesResult:
+    import pycolmap
+
     say("triangulating from the known cameras")
     with timer("triangulation"):
-        rec = _triangulate_known(db, images, workdir / "sparse" / "0", clip, names)
+        out = workdir / "sparse" / "0"
+        run_step("triangulate", workdir, db=db, images=images, out=out, w2c=clip.cameras.w2c.tolist(), names=names)
+        rec = pycolmap.Reconstruction(str(out))
     report.update(_model_report(rec, len(names), report["feature_upscale"]))
     report["normalisation"] = Similarity(1.0, np.eye(3), np.zeros(3)).to_json()
     problem = None
@@ -452,7 +523,7 @@ def _known_camera_result(clip, db, images, workdir, names, config, report, timer
     if config.verify_known:
         say(f"checking consistency with {config.mapper} SfM")
         with timer("verify_sfm"):
-            sfm = _map(db, images, workdir / "verify" / "0", config, fixed_intrinsics=True, report=report)
+            sfm = _mapped(db, images, workdir, workdir / "verify" / "0", config, True, report)
         report["verify"] = _verify(sfm, clip.cameras, names, config)
         problem = problem or report["verify"].get("problem")
     return PosesResult(clip, report, problem, rec)

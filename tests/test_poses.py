@@ -134,8 +134,9 @@ def test_spot_orbit_video_through_ingest(spot_orbit, tmp_path):
     median = float(np.median(errors.rotation_deg))
     assert median <= 0.8, f"median rotation error {median:.3f} deg"
     assert (errors.rotation_deg <= 2.5).all(), f"max rotation error {errors.rotation_deg.max():.2f} deg"
-    # a second run repeats the first exactly (images numbered in name order, seeded RANSAC):
-    # before, the same video gave medians of 0.52-1.05 deg and maxima of 0.96-2.91 over 12 runs
+    # a second run repeats the first exactly (images numbered in name order, seeded RANSAC,
+    # single-threaded matching, every COLMAP step in a fresh process): before, the same video gave
+    # medians of 0.52-1.05 deg and maxima of 0.96-2.91 over 12 runs
     again = estimate_poses(got.clip, tmp_path / "again", PosesConfig())
     np.testing.assert_array_equal(again.clip.cameras.c2w, result.clip.cameras.c2w)
 
@@ -227,3 +228,19 @@ def test_unmatchable_frames_report_a_problem_and_keep_the_report(tmp_path):
     write_outputs(result, tmp_path)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["problem"] == result.problem and "seconds" in report
+
+
+def test_a_failing_colmap_step_is_one_line_naming_the_step_and_its_log(tmp_path):
+    """COLMAP runs in a process of its own: when it stops, the user's process gets one line with
+    COLMAP's own reason and the path of the full log, not a crash."""
+    from orbitforge.errors import StageError
+    from orbitforge.recon.poses import run_step
+
+    with pytest.raises(StageError) as caught:
+        run_step("map", tmp_path, db=tmp_path / "no.db", images=tmp_path, out=tmp_path / "model",
+                 config=PosesConfig(), fixed_intrinsics=False)
+    message = str(caught.value)
+    assert "\n" not in message and "COLMAP stopped during map" in message
+    assert "no.db" in message and "does not exist" in message  # COLMAP's reason, from its log
+    assert str(tmp_path / "colmap.log") in message and (tmp_path / "colmap.log").is_file()
+    assert not list(tmp_path.glob(".colmap_*"))  # job and result files are cleaned up
