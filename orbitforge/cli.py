@@ -400,7 +400,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def _quiet_colmap(verbose: int) -> None:
-    """COLMAP logs every step at INFO through glog; show that only with -vv."""
+    """COLMAP logs every step at INFO through glog; show that only with -vv (it is always kept in
+    RUN/poses/colmap.log)."""
     import pycolmap
 
     pycolmap.logging.minloglevel = 0 if verbose >= 2 else 2

@@ -130,7 +130,7 @@ class _Timer:
 def run_step(step: str, stage_dir: Path, **arguments) -> dict:
     """Runs one COLMAP step ("extract", "match", "map" or "triangulate") in a new Python process
     (`recon/colmap_worker.py`) and returns the dict it reports; COLMAP's log goes to
-    `stage_dir/colmap.log`.
+    `stage_dir/colmap.log`, and to stderr too where pycolmap's own log level would show INFO.
 
     Why a process of its own: pycolmap's mapper carries state from one call to the next within a
     process.  In the poses bench the Spot orbit's sequential + incremental run came out at 1.33 deg
@@ -148,11 +148,18 @@ def run_step(step: str, stage_dir: Path, **arguments) -> dict:
         job["config"] = asdict(job["config"])
     job_file.write_text(json.dumps(job, default=str))
     result_file.unlink(missing_ok=True)
-    with open(log, "a") as out:
+    import pycolmap
+
+    echo = pycolmap.logging.minloglevel == 0  # the CLI shows COLMAP's INFO log only with -vv
+    command = [sys.executable, "-m", "orbitforge.recon.colmap_worker", str(job_file)]
+    with open(log, "a") as out, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                 text=True, errors="replace") as worker:
         out.write(f"==== {step} ====\n")
-        out.flush()
-        code = subprocess.run([sys.executable, "-m", "orbitforge.recon.colmap_worker", str(job_file)],
-                              stdout=out, stderr=subprocess.STDOUT).returncode
+        for line in worker.stdout:
+            out.write(line)
+            if echo:
+                sys.stderr.write(line)
+        code = worker.wait()
     try:
         if code != 0 or not result_file.is_file():
             tail = [line.strip() for line in log.read_text(errors="replace").splitlines()[-40:] if line.strip()]
