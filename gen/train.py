@@ -43,13 +43,10 @@ import logging
 import math
 import os
 import shutil
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -57,6 +54,7 @@ import torch
 from orbitforge.atomic import atomic_path, write_bytes_atomic
 from orbitforge.cameras import Cameras
 from orbitforge.errors import InputError
+from orbitforge.signals import terminate_as_interrupt
 # TrainConfig and friends live in gen.config (light, for the command line); imported from here too
 from orbitforge.gen.card import write_model_card
 from orbitforge.gen.config import MODEL_PRESETS, PROCEDURAL, TrainConfig, VAELossConfig
@@ -467,25 +465,6 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * max(0.0, min(1.0, warm, cool))
 
 
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's preemption, `kill`, a container stop) stops training the way Ctrl-C
-    does: with a checkpoint to resume from.  Background jobs ignore SIGINT, so for them this is
-    the way to stop cleanly."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _run_loop(*, config: TrainConfig, out_dir: Path, accelerator, model: torch.nn.Module, ema: _EMA,
               loss_fn: Callable[[torch.nn.Module, object, torch.Generator], torch.Tensor],
               batches_from: Callable[[int], object],
@@ -524,7 +503,7 @@ def _run_loop(*, config: TrainConfig, out_dir: Path, accelerator, model: torch.n
         log.eval.append({"step": 0, **evaluate(0)})
     batches = batches_from(start)
     step, losses, t0 = start, [], time.perf_counter()
-    with _terminate_as_interrupt():
+    with terminate_as_interrupt():
         try:
             while step < end:
                 batch = next(batches)

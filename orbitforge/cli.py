@@ -15,6 +15,7 @@ from typing import Sequence
 
 from orbitforge import __version__
 from orbitforge.errors import InputError, OrbitforgeError
+from orbitforge.signals import terminate_as_interrupt
 
 logger = logging.getLogger("orbitforge.cli")
 
@@ -454,13 +455,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        with terminate_as_interrupt():  # `kill`, a scheduler's stop: as clean as Ctrl-C
+            return args.func(args)
     except OrbitforgeError as exc:
         if args.debug:
             raise
         print(f"orbitforge: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM
         print("orbitforge: interrupted; finished stages are kept, re-run the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not a user error: still one line unless --debug

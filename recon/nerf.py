@@ -273,16 +273,20 @@ def _run_logged(command: list[str], cwd: Path, log: Path, say: Callable[[str], N
     with open(log, "a") as out, subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                  text=True, env=env, bufsize=1) as proc:
         tail: list[str] = []
-        for line in proc.stdout:
-            out.write(line)
-            text = _ANSI.sub("", line).strip()
-            if text:
-                tail = (tail + [text])[-20:]
-            row = _PROGRESS_ROW.match(text)
-            if say and row and int(row[1]) > last_step and time.monotonic() - last_report > 10:
-                # nerfstudio redraws its whole table of rows (step (% done), time per step, ETA)
-                last_report, last_step = time.monotonic(), int(row[1])
-                say(f"{what}: step {' '.join(text.split())}")
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                text = _ANSI.sub("", line).strip()
+                if text:
+                    tail = (tail + [text])[-20:]
+                row = _PROGRESS_ROW.match(text)
+                if say and row and int(row[1]) > last_step and time.monotonic() - last_report > 10:
+                    # nerfstudio redraws its whole table of rows (step (% done), time per step, ETA)
+                    last_report, last_step = time.monotonic(), int(row[1])
+                    say(f"{what}: step {' '.join(text.split())}")
+        except BaseException:  # Ctrl-C, SIGTERM: nerfstudio stops with its caller
+            proc.terminate()
+            raise
         code = proc.wait()
     if code != 0:
         reason = next((t for t in reversed(tail) if "Error" in t or "error" in t), tail[-1] if tail else "no output")

@@ -155,10 +155,14 @@ def run_step(step: str, stage_dir: Path, **arguments) -> dict:
     with open(log, "a") as out, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                  text=True, errors="replace") as worker:
         out.write(f"==== {step} ====\n")
-        for line in worker.stdout:
-            out.write(line)
-            if echo:
-                sys.stderr.write(line)
+        try:
+            for line in worker.stdout:
+                out.write(line)
+                if echo:
+                    sys.stderr.write(line)
+        except BaseException:  # Ctrl-C, SIGTERM: COLMAP stops with its caller
+            worker.kill()
+            raise
         code = worker.wait()
     try:
         if code != 0 or not result_file.is_file():

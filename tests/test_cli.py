@@ -115,3 +115,30 @@ def test_a_failing_stage_keeps_earlier_work(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "disk full" in err[0] and "re-run" in err[0]
     assert {p: p.read_bytes() for p in (run / "clip").rglob("*") if p.is_file()} == before
     assert not [p for p in run.iterdir() if p.name.startswith(".")]
+
+
+def test_sigterm_stops_a_long_splat_run_cleanly_with_its_steps_kept(tmp_path):
+    """`kill`, a scheduler's preemption or a container stop (background jobs ignore Ctrl-C) ends a
+    run the way Ctrl-C does: one line, exit code 130, a checkpoint of the steps done for the next
+    run to resume from, and no half-written stage folder."""
+    import signal
+    import time
+
+    from orbitforge.viewers.live import LIVE_SNAPSHOT
+
+    run = tmp_path / "run"
+    assert main(["render-orbit", "builtin:toy", "-o", str(run), "--frames", "6", "--size", "32"]) == 0
+    exe = Path(sys.executable).with_name("orbitforge")
+    proc = subprocess.Popen([str(exe), "splat", str(run), "--steps", "1000000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    give_up = time.monotonic() + 600  # not a speed limit: only so that a broken run cannot hang the suite
+    while not list(run.glob(f".splats.partial-*/{LIVE_SNAPSHOT}")):  # written after the first step
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < give_up, "splat training never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert (run / ".checkpoints" / "splats.safetensors").is_file()
+    assert not list(run.glob(".splats.partial-*"))

@@ -85,6 +85,28 @@ def test_resume_continues_from_the_checkpoint(toy_clip, tmp_path):
     assert seen[0] == 1, "a checkpoint for other settings is ignored"
 
 
+def test_sigterm_stops_training_with_a_checkpoint_of_the_steps_done(toy_clip, tmp_path):
+    """`kill`, a scheduler's preemption or Ctrl-C loses no steps: the checkpoint is written when
+    the run stops, not only every `checkpoint_every` steps."""
+    import os
+    import signal
+
+    ckpt = tmp_path / "ckpt.safetensors"
+    config = SplatConfig(steps=40, sh_degree=0, checkpoint_every=1000)
+
+    def terminate_at_7(step, stats):
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train_splats(toy_clip, config, checkpoint=ckpt, checkpoint_key="k", progress=terminate_at_7)
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is only there while training
+    seen = []
+    train_splats(toy_clip, config, checkpoint=ckpt, checkpoint_key="k", progress=lambda s, stats: seen.append(s))
+    assert seen[0] == 8 and seen[-1] == 40
+
+
 def test_backend_choice():
     if not torch.cuda.is_available():
         assert resolve_backend("auto") == "cpu"

@@ -31,6 +31,7 @@ from orbitforge.gaussians import GaussianScene, save_ply
 from orbitforge.recon.metrics import held_out_quality, psnr
 from orbitforge.recon.splat.render import Backend, render_splats, resolve_backend
 from orbitforge.recon.splat.strategy import StrategyName, make_strategy, mcmc_regulariser
+from orbitforge.signals import terminate_as_interrupt
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,8 @@ def train_splats(clip: Clip, config: SplatConfig = SplatConfig(), *, points: np.
         device: "cuda" or "cpu"; default follows the backend.
         progress: called after each step with (step, stats) for a progress bar.
         checkpoint: a safetensors file to resume from (when its `checkpoint_key` matches) and
-            to save to every `config.checkpoint_every` steps, so an interrupted run continues.
+            to save to every `config.checkpoint_every` steps and when interrupted (Ctrl-C or
+            SIGTERM), so an interrupted run continues where it stopped.
         snapshot: a PLY rewritten (atomically) after the first step and then at most every
             `snapshot_every_s` seconds, for `orbitforge view` to follow the training; time-based
             so that its cost stays a small share however fast the steps are.
@@ -156,8 +158,9 @@ def train_splats(clip: Clip, config: SplatConfig = SplatConfig(), *, points: np.
         config = replace(config, background=clip.backdrop)
     backend = resolve_backend(config.backend)
     if backend == "gsplat":
-        return _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key,
-                      snapshot, snapshot_every_s)
+        with terminate_as_interrupt():
+            return _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key,
+                          snapshot, snapshot_every_s)
     # On the CPU the rasteriser's numba kernels carry the parallelism; torch's own threads on the
     # many small ops around them (projection, SSIM, Adam) only contend with them and with other
     # processes: one torch thread measured 4x faster per step on a 2-core machine.
@@ -169,7 +172,7 @@ def train_splats(clip: Clip, config: SplatConfig = SplatConfig(), *, points: np.
     # a 3,000-face mesh alone and a 121-face fragment after other tests).
     cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     try:
-        with torch.random.fork_rng(devices=cuda):
+        with torch.random.fork_rng(devices=cuda), terminate_as_interrupt():
             return _train(clip, config, backend, points, colours, device, progress, checkpoint, checkpoint_key,
                           snapshot, snapshot_every_s)
     finally:
@@ -207,43 +210,53 @@ def _train(clip, config, backend, points, colours, device, progress, checkpoint,
     background = torch.tensor(config.background, device=device)
     curve, skipped, t0 = [], 0, time.perf_counter()
     last_snapshot = -math.inf
-    for step in range(start, config.steps):
-        i = train_ids[int(torch.randint(len(train_ids), (1,), generator=generator))]
-        bg = torch.rand(3, generator=generator).to(device) if masks is not None else background
-        truth = frames[i] if masks is None else frames[i] * masks[i] + bg * (1 - masks[i])
-        out = render_splats(params, w2c[i : i + 1], Ks[i : i + 1], clip.width, clip.height,
-                            sh_degree=min(step // config.sh_interval, config.sh_degree), background=bg[None], backend=backend)
-        loss = _loss(out.rgb[0], truth, config.ssim_weight)
-        if masks is not None:
-            loss = loss + 0.1 * torch.abs(out.alpha[0] - masks[i]).mean()
-        if config.strategy == "mcmc":
-            loss = loss + mcmc_regulariser(params)
-        if not torch.isfinite(loss):
-            skipped += 1
+    done = start  # steps whose update is complete
+    try:
+        for step in range(start, config.steps):
+            i = train_ids[int(torch.randint(len(train_ids), (1,), generator=generator))]
+            bg = torch.rand(3, generator=generator).to(device) if masks is not None else background
+            truth = frames[i] if masks is None else frames[i] * masks[i] + bg * (1 - masks[i])
+            out = render_splats(params, w2c[i : i + 1], Ks[i : i + 1], clip.width, clip.height,
+                                sh_degree=min(step // config.sh_interval, config.sh_degree), background=bg[None],
+                                backend=backend)
+            loss = _loss(out.rgb[0], truth, config.ssim_weight)
+            if masks is not None:
+                loss = loss + 0.1 * torch.abs(out.alpha[0] - masks[i]).mean()
+            if config.strategy == "mcmc":
+                loss = loss + mcmc_regulariser(params)
+            if not torch.isfinite(loss):
+                skipped += 1
+                for opt in optimizers.values():
+                    opt.zero_grad(set_to_none=True)
+                logger.warning("step %d: non-finite loss, step skipped (%d so far)", step, skipped)
+                continue
+            hooks.pre_backward(params, optimizers, step, out.info)
+            loss.backward()
             for opt in optimizers.values():
+                opt.step()
                 opt.zero_grad(set_to_none=True)
-            logger.warning("step %d: non-finite loss, step skipped (%d so far)", step, skipped)
-            continue
-        hooks.pre_backward(params, optimizers, step, out.info)
-        loss.backward()
-        for opt in optimizers.values():
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        means_lr = optimizers["means"].param_groups[0]["lr"]  # this step's, before the decay
-        scheduler.step()
-        hooks.post_backward(params, optimizers, step, out.info, means_lr)
-        _enforce_guards(params, optimizers, hooks.per_gaussian_state, config.max_gaussians)
-        stats = {"loss": float(loss.detach()), "psnr": psnr(out.rgb[0].detach(), truth), "gaussians": len(params["means"])}
-        if config.eval_every and (step + 1) % config.eval_every == 0 and test_ids:
-            ev = evaluate(params, clip, test_ids, config, backend)
-            curve.append({"step": step + 1, "seconds": time.perf_counter() - t0, **ev["summary"]})
-        if checkpoint and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            save_checkpoint(checkpoint, params, optimizers, step + 1, checkpoint_key)
-        if snapshot is not None and time.perf_counter() - last_snapshot >= snapshot_every_s:
-            save_ply(to_scene(params), snapshot)
-            last_snapshot = time.perf_counter()  # from the end of the write: its cost stays bounded
-        if progress is not None:
-            progress(step + 1, stats)
+            means_lr = optimizers["means"].param_groups[0]["lr"]  # this step's, before the decay
+            scheduler.step()
+            hooks.post_backward(params, optimizers, step, out.info, means_lr)
+            _enforce_guards(params, optimizers, hooks.per_gaussian_state, config.max_gaussians)
+            done = step + 1
+            stats = {"loss": float(loss.detach()), "psnr": psnr(out.rgb[0].detach(), truth),
+                     "gaussians": len(params["means"])}
+            if config.eval_every and (step + 1) % config.eval_every == 0 and test_ids:
+                ev = evaluate(params, clip, test_ids, config, backend)
+                curve.append({"step": step + 1, "seconds": time.perf_counter() - t0, **ev["summary"]})
+            if checkpoint and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+                save_checkpoint(checkpoint, params, optimizers, step + 1, checkpoint_key)
+            if snapshot is not None and time.perf_counter() - last_snapshot >= snapshot_every_s:
+                save_ply(to_scene(params), snapshot)
+                last_snapshot = time.perf_counter()  # from the end of the write: its cost stays bounded
+            if progress is not None:
+                progress(step + 1, stats)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under terminate_as_interrupt: keep the steps done
+        if checkpoint and done > start:
+            logger.warning("interrupted after step %d: writing a checkpoint to resume from", done)
+            save_checkpoint(checkpoint, params, optimizers, done, checkpoint_key)
+        raise
     seconds = time.perf_counter() - t0
     result = evaluate(params, clip, test_ids or train_ids[:1], config, backend)
     metrics = {**result["summary"], "steps": config.steps, "seconds": round(seconds, 2), "backend": backend,
