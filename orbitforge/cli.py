@@ -22,6 +22,11 @@ logger = logging.getLogger("orbitforge.cli")
 BUILTIN_PREFIX = "builtin:"
 
 
+def _thread_count(text: str) -> int:
+    """At least 1, or -1 for every core."""
+    return -1 if text.strip() == "-1" else _positive_int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -161,6 +166,9 @@ def _add_ingest_and_poses_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--focal", type=float, default=None, help="known focal length in pixels of the resized frames")
     p.add_argument("--scale", type=float, default=None, help="metres per reconstruction unit, if known")
     p.add_argument("--verify", action="store_true", help="for clips with known cameras: also run SfM and report errors")
+    p.add_argument("--colmap-threads", type=_thread_count, default=1,
+                   help="threads of COLMAP's matching and mapping (default 1: a run repeats exactly; -1: every core, "
+                        "faster on large captures, not repeatable)")
 
 
 def _add_splat_arguments(p: argparse.ArgumentParser, steps_option: str = "--steps") -> None:
@@ -266,7 +274,7 @@ def _poses_steps(args: argparse.Namespace, command: str):
     _quiet_colmap(args.verbose)
     ingest_config = IngestConfig(target_frames=args.frames, max_side=args.max_side)
     poses_config = PosesConfig(matching=args.matching, mapper=args.mapper, camera_model=args.camera_model,
-                               verify_known=args.verify)
+                               verify_known=args.verify, threads=args.colmap_threads)
     if not args.input.exists():
         raise InputError(f"input not found: {args.input}")
     from_run = is_run_folder(args.input)

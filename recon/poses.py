@@ -452,6 +452,8 @@ def estimate_poses(
         raise InputError(f"camera poses need at least 3 frames, got {len(clip)}")
     if not config.filter_max_reprojection_px > 0:
         raise InputError(f"filter_max_reprojection_px must be positive, got {config.filter_max_reprojection_px}")
+    if config.threads == 0 or config.threads < -1:
+        raise InputError(f"COLMAP threads must be at least 1, or -1 for every core; got {config.threads}")
     workdir = Path(workdir)
     timer = _Timer()
     known = clip.cameras

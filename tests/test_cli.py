@@ -71,6 +71,7 @@ def faceless_obj(tmp_path) -> Path:
         (["info", "."], "not a run folder"),
         (["splat", ".", "--background", "2,0,0"], "R,G,B in 0-1"),
         (["splat", ".", "--background", "red"], "auto, white, black"),
+        (["poses", "missing.mp4", "--colmap-threads", "0"], "must be at least 1"),
     ],
 )
 def test_bad_input_gives_one_line_and_writes_nothing(args, message, tmp_path, faceless_obj):
