@@ -6,6 +6,10 @@ came with cameras, pose errors against them) and never hides a poor result: `Pos
 says in one line what went wrong and what to try, and the CLI turns that into a failure after
 the outputs are kept.
 
+Every COLMAP step (features, matching, mapping, triangulation) runs in a process of its own
+(`run_step`, `recon/colmap_worker.py`), single-threaded where threads change the result, so the
+same frames give the same cameras in any process; COLMAP's log is kept in `colmap.log`.
+
 Loop closure: COLMAP's vocabulary-tree loop detection needs a downloaded tree, so orbitforge
 builds a tiny bag of visual words from the clip's own SIFT descriptors (k-means with scipy) and
 matches each frame with its most similar distant frames: where an orbit returns to its start.
