@@ -143,6 +143,8 @@ def run_step(step: str, stage_dir: Path, **arguments) -> dict:
     abort (a failed internal check ends its process) becomes one line here instead of ending the
     user's process.
     """
+    import pycolmap
+
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     job_file, result_file = stage_dir / f".colmap_{step}.json", stage_dir / f".colmap_{step}_result.json"
@@ -152,8 +154,6 @@ def run_step(step: str, stage_dir: Path, **arguments) -> dict:
         job["config"] = asdict(job["config"])
     job_file.write_text(json.dumps(job, default=str))
     result_file.unlink(missing_ok=True)
-    import pycolmap
-
     echo = pycolmap.logging.minloglevel == 0  # the CLI shows COLMAP's INFO log only with -vv
     command = [sys.executable, "-m", "orbitforge.recon.colmap_worker", str(job_file)]
     with open(log, "a") as out, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
