@@ -141,6 +141,21 @@ def test_spot_orbit_video_through_ingest(spot_orbit, tmp_path):
     np.testing.assert_array_equal(again.clip.cameras.c2w, result.clip.cameras.c2w)
 
 
+def test_spot_orbit_with_sequential_matching_closes_the_loop(spot_orbit, tmp_path):
+    """Sequential matching (what "auto" picks for long videos) plus bag-of-words loop pairs: the
+    pairs join the orbit's last frames to its first, and the cameras come out as right as with
+    exhaustive matching (measured 0.60 deg median)."""
+    truth, video = spot_orbit
+    got = ingest(video)
+    result = estimate_poses(got.clip, tmp_path, PosesConfig(matching="sequential"))
+    assert result.report["matching"] == "sequential" and result.report["registered"] == 48, result.problem
+    pairs = [tuple(int(name[:5]) for name in line.split()) for line in (tmp_path / "loop_pairs.txt").read_text().splitlines()]
+    across_the_seam = [(i, j) for i, j in pairs if j - i > 24 and 48 - (j - i) <= 6]
+    assert len(across_the_seam) >= 10, pairs
+    errors = pose_errors(result.clip.cameras, truth.cameras[got.source_indices[result.report["registered_frames"]]])
+    assert float(np.median(errors.rotation_deg)) <= 0.8 and (errors.rotation_deg <= 2.5).all()
+
+
 def test_spot_known_camera_triangulation(spot_orbit, tmp_path):
     truth, _ = spot_orbit
     result = estimate_poses(truth, tmp_path, PosesConfig())
