@@ -45,6 +45,7 @@ import numpy as np
 from orbitforge.cameras import Cameras, c2w_to_frame, to_transforms_json
 from orbitforge.clip import Clip
 from orbitforge.errors import InputError, StageError
+from orbitforge.recon.logged import ANSI, run_logged
 from orbitforge.rundir import RunDir, StageResult
 
 logger = logging.getLogger(__name__)
@@ -259,38 +260,27 @@ def _device(python: Path, wanted: str) -> str:
     return "cuda" if probe.stdout.strip() == "True" else "cpu"
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PROGRESS_ROW = re.compile(r"^(\d+) \(\d+\.\d+%\)")
 
 
 def _run_logged(command: list[str], cwd: Path, log: Path, say: Callable[[str], None] | None, what: str) -> None:
-    """Run `command`, its output into `log`; a failure raises StageError with the last line that
-    says something."""
+    """Run `command`, its output into `log`, with nerfstudio's progress passed to `say`; a failure
+    raises StageError with the last line that says something."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb", "COLUMNS": "120"}
     env.pop("PYTHONPATH", None)  # orbitforge's own packages must not leak into the other environment
     logger.info("running %s", " ".join(command))
     last_report, last_step = 0.0, -1
-    with open(log, "a") as out, subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                 text=True, env=env, bufsize=1) as proc:
-        tail: list[str] = []
-        try:
-            for line in proc.stdout:
-                out.write(line)
-                text = _ANSI.sub("", line).strip()
-                if text:
-                    tail = (tail + [text])[-20:]
-                row = _PROGRESS_ROW.match(text)
-                if say and row and int(row[1]) > last_step and time.monotonic() - last_report > 10:
-                    # nerfstudio redraws its whole table of rows (step (% done), time per step, ETA)
-                    last_report, last_step = time.monotonic(), int(row[1])
-                    say(f"{what}: step {' '.join(text.split())}")
-        except BaseException:  # Ctrl-C, SIGTERM: nerfstudio stops with its caller
-            proc.terminate()
-            raise
-        code = proc.wait()
-    if code != 0:
-        reason = next((t for t in reversed(tail) if "Error" in t or "error" in t), tail[-1] if tail else "no output")
-        raise StageError(f"{what} failed (exit {code}): {reason[:300]}; full log in {log}")
+
+    def progress(line: str) -> None:
+        nonlocal last_report, last_step
+        text = ANSI.sub("", line).strip()
+        row = _PROGRESS_ROW.match(text)
+        if say and row and int(row[1]) > last_step and time.monotonic() - last_report > 10:
+            # nerfstudio redraws its whole table of rows (step (% done), time per step, ETA)
+            last_report, last_step = time.monotonic(), int(row[1])
+            say(f"{what}: step {' '.join(text.split())}")
+
+    run_logged(command, log, f"{what} failed", cwd=cwd, env=env, on_line=progress)
 
 
 __all__ = ["NerfConfig", "METHODS", "run_nerf", "nerf_python", "load_fusion", "write_dataset", "train_command"]

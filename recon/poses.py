@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -32,7 +31,8 @@ from PIL import Image
 
 from orbitforge.cameras import Cameras, from_colmap
 from orbitforge.clip import Clip
-from orbitforge.errors import InputError, StageError
+from orbitforge.errors import InputError
+from orbitforge.recon.logged import run_logged
 from orbitforge.recon.metrics import pose_errors
 from orbitforge.recon.normalise import Similarity, normalise_world
 
@@ -155,25 +155,12 @@ def run_step(step: str, stage_dir: Path, **arguments) -> dict:
     job_file.write_text(json.dumps(job, default=str))
     result_file.unlink(missing_ok=True)
     echo = pycolmap.logging.minloglevel == 0  # the CLI shows COLMAP's INFO log only with -vv
-    command = [sys.executable, "-m", "orbitforge.recon.colmap_worker", str(job_file)]
-    with open(log, "a") as out, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                 text=True, errors="replace") as worker:
+    with open(log, "a") as out:
         out.write(f"==== {step} ====\n")
-        try:
-            for line in worker.stdout:
-                out.write(line)
-                if echo:
-                    sys.stderr.write(line)
-        except BaseException:  # Ctrl-C, SIGTERM: COLMAP stops with its caller
-            worker.kill()
-            raise
-        code = worker.wait()
     try:
-        if code != 0 or not result_file.is_file():
-            tail = [line.strip() for line in log.read_text(errors="replace").splitlines()[-40:] if line.strip()]
-            reason = next((t for t in reversed(tail) if "Check failed" in t or "Error" in t), tail[-1] if tail else "")
-            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-            raise StageError(f"COLMAP stopped during {step} ({how}): {reason[-300:]}; full log in {log}")
+        run_logged([sys.executable, "-m", "orbitforge.recon.colmap_worker", str(job_file)], log,
+                   f"COLMAP stopped during {step}", on_line=sys.stderr.write if echo else None,
+                   error_marks=("Check failed", "Error"))
         return json.loads(result_file.read_text())
     finally:
         job_file.unlink(missing_ok=True)
