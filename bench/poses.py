@@ -6,6 +6,8 @@ kermit photos (no ground truth), runs `orbitforge.recon.poses.estimate_poses` wi
 
 * matching: exhaustive, or sequential + bag-of-words loop-closure pairs;
 * mapper: COLMAP incremental, or global (GLOMAP);
+* and exhaustive + incremental followed by photometric refinement (`PosesConfig.refine`: splats
+  and camera corrections fitted to the frames together);
 
 and reports registered frames, mean reprojection error, median rotation error after a robust
 Sim(3) alignment, cameras within 2 degrees of the truth, and seconds per step.  All
@@ -38,7 +40,8 @@ from orbitforge.recon.ingest import ingest  # noqa: E402
 from orbitforge.recon.metrics import pose_errors  # noqa: E402
 from orbitforge.recon.poses import PosesConfig, estimate_poses  # noqa: E402
 
-CONFIGS = [(m, mp) for m in ("exhaustive", "sequential") for mp in ("incremental", "global")]
+CONFIGS = [(m, mp, False) for m in ("exhaustive", "sequential") for mp in ("incremental", "global")]
+CONFIGS.append(("exhaustive", "incremental", True))
 
 
 def load_sets(names: list[str]) -> dict:
@@ -69,8 +72,9 @@ def load_sets(names: list[str]) -> dict:
     return sets
 
 
-def run_one(clip, truth, intrinsics, focal, matching: str, mapper: str) -> dict:
-    config = PosesConfig(matching=matching, mapper=mapper, min_registered_fraction=0.0, max_reprojection_px=99)
+def run_one(clip, truth, intrinsics, focal, matching: str, mapper: str, refine: bool = False) -> dict:
+    config = PosesConfig(matching=matching, mapper=mapper, min_registered_fraction=0.0, max_reprojection_px=99,
+                         refine=refine)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         result = estimate_poses(clip, Path(tmp), config, intrinsics=intrinsics, focal_px=focal)
@@ -79,6 +83,8 @@ def run_one(clip, truth, intrinsics, focal, matching: str, mapper: str) -> dict:
     row = {"registered": report.get("registered", 0), "frames": len(clip),
            "reprojection_px": report.get("mean_reprojection_px"), "seconds": round(total, 2),
            "seconds_per_step": report.get("seconds", {}), "loop_pairs": report.get("loop_pairs", 0)}
+    if "refinement" in report:
+        row["refinement"] = report["refinement"]
     if truth is not None and result.clip is not None and row["registered"] >= 3:
         errors = pose_errors(result.clip.cameras, truth[report["registered_frames"]])
         row.update(rotation_deg_median=round(float(np.median(errors.rotation_deg)), 3),
@@ -104,17 +110,20 @@ def main() -> None:
         sys.exit(f"bench/poses.py needs the shared data at {DATA}")
     # --sets runs a subset: the other sets' rows are kept from the existing file
     results = json.loads(args.out.read_text()).get("results", {}) if args.out.exists() else {}
-    print("| data set | matching | mapper | registered | reproj px | rot. err. median deg | within 2 deg | seconds (features / matching / mapping) |")
+    print("| data set | matching | mapper | registered | reproj px | rot. err. median deg | within 2 deg | seconds (features / matching / mapping [/ refinement]) |")
     print("|---|---|---|---|---|---|---|---|")
     for name, (clip, truth, K, focal) in load_sets(args.sets).items():
         results[name] = {}
-        for matching, mapper in CONFIGS:
-            row = run_one(clip, truth, K, focal, matching, mapper)
+        for matching, mapper, refine in CONFIGS:
+            row = run_one(clip, truth, K, focal, matching, mapper, refine)
+            mapper = f"{mapper}+refine" if refine else mapper
             results[name][f"{matching}+{mapper}"] = row
             s = row["seconds_per_step"]
+            refining = f" / {s['refinement']:.1f}" if "refinement" in s else ""
             print(f"| {name} | {matching} | {mapper} | {row['registered']}/{row['frames']} | {row['reprojection_px']} | "
                   f"{row.get('rotation_deg_median', '-')} | {row.get('within_2_deg', '-')} | "
-                  f"{row['seconds']} ({s.get('features', 0):.1f} / {s.get('matching', 0):.1f} / {s.get('mapping', 0):.1f}) |",
+                  f"{row['seconds']} ({s.get('features', 0):.1f} / {s.get('matching', 0):.1f} / {s.get('mapping', 0):.1f}"
+                  f"{refining}) |",
                   flush=True)
     meta = {"machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
                         "pycolmap": pycolmap.__version__}, "results": results}

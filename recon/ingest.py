@@ -69,7 +69,8 @@ def laplacian_variance(grey: np.ndarray) -> float:
     return float(lap.var())
 
 
-def _resized_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+def resized_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) with the longer side at most `max_side`, aspect kept."""
     scale = min(1.0, max_side / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
 
@@ -114,8 +115,8 @@ def _decode(path: Path, max_side: int) -> Iterator[tuple[int, np.ndarray, np.nda
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for index, frame in enumerate(container.decode(stream)):
-            width, height = _resized_size(frame.width, frame.height, max_side)
-            gw, gh = _resized_size(frame.width, frame.height, 256)
+            width, height = resized_size(frame.width, frame.height, max_side)
+            gw, gh = resized_size(frame.width, frame.height, 256)
             grey = frame.reformat(width=gw, height=gh, format="gray").to_ndarray()
             yield index, grey, frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
 
@@ -214,7 +215,7 @@ def _ingest_images(folder: Path, config: IngestConfig) -> Ingested:
                 im = ImageOps.exif_transpose(im)
                 focal = exif_focal_px(im)
                 sizes.add(im.size)
-                width, height = _resized_size(*im.size, config.max_side)
+                width, height = resized_size(*im.size, config.max_side)
                 rgb = np.asarray(im.convert("RGB").resize((width, height), Image.Resampling.LANCZOS))
         except OSError as exc:
             raise InputError(f"cannot read image {file} ({exc}); remove or re-export it") from None

@@ -88,6 +88,14 @@ class PosesConfig:
     mapping_attempts: int = 3
     """Mapper runs at most (the later ones with a relaxed initial pair, the last also with COLMAP's
     default 4 px reprojection filter) while frames are left out."""
+    refine: bool = False
+    """After SfM, fit splats and camera corrections to the frames together (`recon/refine.py`):
+    cameras from every pixel, not only from SIFT points.  On the 48-frame Spot orbit the median
+    rotation error goes from 0.59 to ~0.3 deg, for ~2.5 min on 2 CPU cores."""
+    refine_steps: int = 1500
+    """Joint optimisation steps of `refine`."""
+    refine_max_side: int = 256
+    """Frames are shrunk to this longer side for `refine` (speed)."""
     threads: int = 1
     """Threads of matching and mapping.  One makes a run repeat exactly for the same frames: with
     every core, 1 in 20 matchings of the 48-frame Spot orbit gave different matches for a few pairs
@@ -488,6 +496,10 @@ def estimate_poses(
         result = _sfm_result(clip, rec, names, config, report, metric_scale)
         if result.reconstruction is not None:
             result.reconstruction.write(str(workdir / "sparse" / "0"))
+        if config.refine and result.clip is not None and result.problem is None:
+            say("refining the cameras against the pixels")
+            with timer("refinement"):
+                result = _refined(result, config, report, refine_focal=intrinsics is None)
     report["seconds"] = timer.seconds
     report["problem"] = result.problem
     return result
@@ -513,6 +525,20 @@ def _sfm_result(clip: Clip, rec, names: list[str], config: PosesConfig, report: 
     posed = Clip(clip.frames[index], cams, None if clip.masks is None else clip.masks[index],
                  fps=clip.fps, source=clip.source)
     return PosesResult(posed, report, _judge(report, config), rec)
+
+
+def _refined(result: PosesResult, config: PosesConfig, report: dict, refine_focal: bool) -> PosesResult:
+    """The SfM clip with cameras refined photometrically; COLMAP's model (sparse/0) is kept as
+    COLMAP made it, and transforms.json and the clip carry the refined cameras."""
+    from orbitforge.recon.refine import refine_cameras
+
+    xyz, rgb = _points(result.reconstruction)
+    clip = result.clip
+    cameras, report["refinement"] = refine_cameras(clip, xyz, rgb, steps=config.refine_steps,
+                                                   max_side=config.refine_max_side, refine_focal=refine_focal,
+                                                   seed=config.seed)
+    refined = Clip(clip.frames, cameras, clip.masks, fps=clip.fps, source=clip.source)
+    return PosesResult(refined, report, result.problem, result.reconstruction)
 
 
 def _known_camera_result(clip, db, images, workdir, names, config, report, timer, say) -> PosesResult:

@@ -81,7 +81,13 @@ def run_poses(run: RunDir, config: PosesConfig = PosesConfig(), *, metric_scale:
 
 def posed_clip(run: RunDir) -> tuple[Clip, np.ndarray | None, np.ndarray | None, list[str]]:
     """The clip to splat (poses stage output, else a clip with known cameras), seed points and
-    colours from the poses stage's model when there is one, and the stages it depends on."""
+    colours from the poses stage's model when there is one, and the stages it depends on.
+
+    Frames from SfM with lens distortion come undistorted (COLMAP's undistorter): the splat
+    renderer is a pinhole camera, and would otherwise fit straight rays where the lens bent them.
+    """
+    from orbitforge.recon.refine import undistorted
+
     poses_dir = run.stage_path("poses")
     if (poses_dir / "clip.json").is_file():
         clip = Clip.load(poses_dir)
@@ -91,7 +97,7 @@ def posed_clip(run: RunDir) -> tuple[Clip, np.ndarray | None, np.ndarray | None,
         if full.masks is not None:
             clip = Clip(clip.frames, clip.cameras, full.masks[report["registered_frames"]], fps=clip.fps, source=clip.source)
         points, colours = _model_points(poses_dir / "sparse" / "0")
-        return clip, points, colours, ["poses"]
+        return undistorted(clip), points, colours, ["poses"]
     clip_dir = run.stage_path("clip")
     if not (clip_dir / "clip.json").is_file():
         raise InputError(f"{run.root} has no clip: run `orbitforge poses` or `orbitforge render-orbit` first")
@@ -111,6 +117,24 @@ def _model_points(model: Path):
     if not pts:
         return None, None
     return np.array([p.xyz for p in pts]), np.array([p.color for p in pts], np.uint8)
+
+
+def _write_refined_cameras(run: RunDir, trained, refined, path: Path) -> None:
+    """transforms.json (nerfstudio) of the refined cameras for the frames in the clip stage: the
+    refined poses and focal scale, with the lens model of the cameras the frames were taken with
+    (the splats may have trained on undistorted copies)."""
+    from orbitforge.cameras import Cameras, write_transforms_json
+
+    poses_dir = run.stage_path("poses")
+    if (poses_dir / "clip.json").is_file():
+        original = Clip.load(poses_dir).cameras
+        index = json.loads((poses_dir / "report.json").read_text())["registered_frames"]
+    else:
+        original, index = trained, range(len(refined))
+    K = original.K.copy()
+    K[:, :2, :2] *= refined.K[0, 0, 0] / trained.K[0, 0, 0]
+    cameras = Cameras(K, refined.c2w, original.width, original.height, original.distortion)
+    write_transforms_json(path, cameras, [f"../clip/frames/{i:05d}.png" for i in index])
 
 
 def run_splat(run: RunDir, config: SplatConfig, progress: Callable[[int, dict], None] | None = None) -> StageResult:
@@ -142,6 +166,8 @@ def run_splat(run: RunDir, config: SplatConfig, progress: Callable[[int, dict], 
         (tmp / "renders").mkdir()
         for i, image in zip(result.metrics["held_out_frames"], result.renders):
             Image.fromarray(image).save(tmp / "renders" / f"heldout_{i:05d}.png")
+        if result.cameras is not None:  # refined with the splats: the cameras they agree with
+            _write_refined_cameras(run, clip.cameras, result.cameras, tmp / "transforms.json")
         if result.curve:
             (tmp / "curve.json").write_text(json.dumps(result.curve, indent=2))
             save_image(training_curve({"held-out": result.curve}), run.root / "preview" / "splat_curve.png")

@@ -94,3 +94,24 @@ def test_bad_export_options_fail_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "webp" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_splats_refine_sfm_cameras_and_write_them_for_the_clip_frames(tmp_path, capsys):
+    """`splat --refine-cameras` on a poses run: the refined cameras go to splats/transforms.json
+    for the clip stage's frames, with the lens COLMAP found (the splats trained on undistorted
+    copies), and eval.json says how far the cameras moved."""
+    rendered, run = tmp_path / "rendered", tmp_path / "video"
+    assert main(["render-orbit", str(data_path("assets/spot/spot_textured.glb")), "-o", str(rendered),
+                 "--frames", "36", "--size", "128"]) == 0
+    assert main(["poses", str(rendered / "clip" / "clip.mp4"), "-o", str(run), "--frames", "36"]) == 0
+    assert main(["splat", str(run), "--steps", "300", "--sh-degree", "1", "--refine-cameras"]) == 0
+    metrics = json.loads((run / "splats" / "eval.json").read_text())
+    assert metrics["camera_refinement"]["max_rotation_deg"] > 0
+    poses = json.loads((run / "poses" / "transforms.json").read_text())
+    refined = json.loads((run / "splats" / "transforms.json").read_text())
+    assert [f["file_path"] for f in refined["frames"]] == [f["file_path"] for f in poses["frames"]]
+    assert refined["k1"] == poses["k1"] and (refined["w"], refined["h"]) == (128, 128)
+    assert refined["fl_x"] != poses["fl_x"]  # the learnt focal scale
+    moved = [np.abs(np.subtract(a["transform_matrix"], b["transform_matrix"])).max()
+             for a, b in zip(refined["frames"], poses["frames"])]
+    assert max(moved) > 1e-4

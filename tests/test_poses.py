@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from orbitforge.cameras import Cameras, from_transforms_json
+from orbitforge.cameras import Cameras, from_colmap, from_transforms_json
 from orbitforge.clip import Clip
 from orbitforge.recon.ingest import ingest
 from orbitforge.recon.metrics import pose_errors
@@ -139,6 +139,28 @@ def test_spot_orbit_video_through_ingest(spot_orbit, tmp_path):
     # medians of 0.52-1.05 deg and maxima of 0.96-2.91 over 12 runs
     again = estimate_poses(got.clip, tmp_path / "again", PosesConfig())
     np.testing.assert_array_equal(again.clip.cameras.c2w, result.clip.cameras.c2w)
+
+
+def test_spot_orbit_cameras_refined_against_the_pixels(spot_orbit, tmp_path):
+    """The issue's 0.3 deg on the Spot video: SIFT alone stops at ~0.6 deg (see above); fitting
+    splats and camera corrections to every frame together (`--refine`) gets below."""
+    truth, video = spot_orbit
+    got = ingest(video)
+    result = estimate_poses(got.clip, tmp_path, PosesConfig(refine=True))
+    assert result.report["registered"] == 48, result.problem
+    errors = pose_errors(result.clip.cameras, truth.cameras[got.source_indices[result.report["registered_frames"]]])
+    median = float(np.median(errors.rotation_deg))
+    refinement = result.report["refinement"]
+    # measured 0.24 deg median (max 0.86) with refinement, against 0.59 (max 1.18) from COLMAP alone;
+    # 0.18-0.24 over the refinement's settings tried at this size (see recon/refine.py)
+    assert median <= 0.3, f"median rotation error {median:.3f} deg ({refinement})"
+    assert (errors.rotation_deg <= 1.2).all(), f"max rotation error {errors.rotation_deg.max():.2f} deg"
+    assert refinement["median_rotation_change_deg"] > 0.1 and "refinement" in result.report["seconds"]
+    # the refined cameras stay in the SfM world (COLMAP's model in sparse/0, normalised): the
+    # splats' drift during the fit is taken out, so SfM points and refined cameras still agree
+    sfm, _ = from_colmap(tmp_path / "sparse" / "0")
+    shift = np.linalg.norm(sfm.centres - result.clip.cameras.centres, axis=1)
+    assert np.median(shift) < 0.02 * np.median(np.linalg.norm(sfm.centres, axis=1)), np.median(shift)
 
 
 def test_spot_orbit_with_sequential_matching_closes_the_loop(spot_orbit, tmp_path):
