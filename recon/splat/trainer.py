@@ -298,7 +298,8 @@ def _train(clip, config, backend, points, colours, device, progress, checkpoint,
     refined = None
     if refiner is not None:
         _align_cameras(params, refiner, frames, masks, Ks, test_ids, clip, config, backend)
-        c2w = np.linalg.inv(refiner.refined().double().cpu().numpy())
+        refined_w2c = refiner.refined()
+        c2w = np.linalg.inv(refined_w2c.double().cpu().numpy())
         K = refiner.intrinsics(torch.tensor(clip.cameras.K, device=Ks.device)).detach().cpu().numpy()
         refined = Cameras(K, c2w, clip.width, clip.height, clip.cameras.distortion)
         clip = Clip(clip.frames, refined, clip.masks, fps=clip.fps, source=clip.source)
@@ -308,7 +309,7 @@ def _train(clip, config, backend, points, colours, device, progress, checkpoint,
                "background": [round(c, 4) for c in config.background],
                "peak_memory_mb": _peak_memory_mb(device)}
     if refined is not None:
-        metrics["camera_refinement"] = _camera_changes(w2c, refiner.refined())
+        metrics["camera_refinement"] = _camera_changes(w2c, refined_w2c)
     return TrainResult(to_scene(params), metrics, curve, result["renders"], refined)
 
 
