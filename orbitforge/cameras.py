@@ -474,21 +474,25 @@ def to_colmap(cameras: Cameras, names: Sequence[str]) -> "pycolmap.Reconstructio
         key = K.tobytes() + (b"" if dist is None else dist.tobytes())
         if key not in camera_ids:
             camera_ids[key] = len(camera_ids) + 1
-            params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
-            model = "PINHOLE" if dist is None else "OPENCV"
-            if dist is not None:
-                params += list(dist)
-            cam = pycolmap.Camera(
-                model=model, width=cameras.width, height=cameras.height, params=params, camera_id=camera_ids[key]
-            )
-            rec.add_camera_with_trivial_rig(cam)
+            rec.add_camera_with_trivial_rig(colmap_camera(K, dist, cameras.width, cameras.height, camera_ids[key]))
         image = pycolmap.Image(name=str(name), camera_id=camera_ids[key], image_id=i + 1)
         pose = pycolmap.Rigid3d(w2c[i, :3, :4])
         rec.add_image_with_trivial_frame(image, pose)
     return rec
 
 
-def _colmap_intrinsics(camera: "pycolmap.Camera") -> tuple[np.ndarray, np.ndarray]:
+def colmap_camera(K: np.ndarray, dist: np.ndarray | None, width: int, height: int,
+                  camera_id: int | None = None) -> "pycolmap.Camera":
+    """A pycolmap camera for K (3, 3) and OpenCV distortion (4,): PINHOLE without, OPENCV with."""
+    import pycolmap
+
+    params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]] + ([] if dist is None else list(dist))
+    extra = {} if camera_id is None else {"camera_id": camera_id}
+    return pycolmap.Camera(model="PINHOLE" if dist is None else "OPENCV", width=width, height=height,
+                           params=params, **extra)
+
+
+def colmap_intrinsics(camera: "pycolmap.Camera") -> tuple[np.ndarray, np.ndarray]:
     """K (3, 3) and OpenCV distortion (4,) from a COLMAP camera model."""
     model = camera.model.name
     p = list(camera.params)
@@ -538,7 +542,7 @@ def from_colmap(rec: "pycolmap.Reconstruction | Path | str") -> tuple[Cameras, l
         raise InputError(f"images have different sizes {sorted(sizes)}; orbitforge needs one size per clip")
     Ks, dists, c2ws = [], [], []
     for img in images:
-        K, dist = _colmap_intrinsics(img.camera)
+        K, dist = colmap_intrinsics(img.camera)
         w2c = np.eye(4)
         w2c[:3, :4] = img.cam_from_world().matrix()
         Ks.append(K)

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from orbitforge.cameras import Cameras
+from orbitforge.cameras import Cameras, colmap_camera, colmap_intrinsics
 from orbitforge.clip import Clip
 from orbitforge.errors import InputError
 
@@ -34,9 +34,7 @@ def undistorted(clip: Clip) -> Clip:
     options = pycolmap.UndistortCameraOptions()
     frames, masks, Ks, size = [], [], [], None
     for i in range(len(clip)):
-        K, dist = cams.K[i], cams.distortion[i]
-        camera = pycolmap.Camera(model="OPENCV", width=clip.width, height=clip.height,
-                                 params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2], *dist])
+        camera = colmap_camera(cams.K[i], cams.distortion[i], clip.width, clip.height)
         image, pinhole = pycolmap.undistort_image(options, pycolmap.Bitmap.from_array(np.ascontiguousarray(clip.frames[i])),
                                                   camera)
         frames.append(image.to_array())
@@ -47,8 +45,7 @@ def undistorted(clip: Clip) -> Clip:
             raise InputError("frames with different lens distortion undistort to different sizes; "
                              "give every frame one shared camera")
         size = (pinhole.width, pinhole.height)
-        fx, fy, cx, cy = pinhole.params[:4]
-        Ks.append([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+        Ks.append(colmap_intrinsics(pinhole)[0])
     pinholes = Cameras(np.array(Ks), cams.c2w, size[0], size[1])
     return Clip(np.stack(frames), pinholes, np.stack(masks) if masks else None, fps=clip.fps, source=clip.source)
 
@@ -68,6 +65,15 @@ def downscaled(clip: Clip, max_side: int) -> Clip:
         masks = np.stack([np.asarray(Image.fromarray(m).resize((width, height), Image.NEAREST)) for m in clip.masks])
     cameras = None if clip.cameras is None else clip.cameras.resized(width, height)
     return Clip(frames, cameras, masks, fps=clip.fps, source=clip.source)
+
+
+def with_refinement(original: Cameras, c2w: np.ndarray, focal_scale: float) -> Cameras:
+    """`original` (intrinsics, size and lens kept) with refined poses and focal scale: the
+    refinement ran on undistorted, smaller copies of the frames, and these cameras are for the
+    frames themselves."""
+    K = original.K.copy()
+    K[:, :2, :2] *= focal_scale
+    return Cameras(K, c2w, original.width, original.height, original.distortion)
 
 
 def refine_cameras(clip: Clip, points: np.ndarray | None, colours: np.ndarray | None, *, steps: int = 1500,
@@ -96,9 +102,7 @@ def refine_cameras(clip: Clip, points: np.ndarray | None, colours: np.ndarray | 
     fit = train_splats(small, config, points=points, colours=colours, progress=progress)
     back = pose_errors(fit.cameras, clip.cameras)  # refined, aligned onto the SfM cameras
     focal_scale = float(fit.cameras.K[0, 0, 0] / small.cameras.K[0, 0, 0])
-    K = clip.cameras.K.copy()
-    K[:, :2, :2] *= focal_scale
-    refined = Cameras(K, back.aligned.c2w, clip.width, clip.height, clip.cameras.distortion)
+    refined = with_refinement(clip.cameras, back.aligned.c2w, focal_scale)
     report = {"steps": steps, "size": [small.width, small.height], "psnr": fit.metrics["psnr"],
               "focal_scale": round(focal_scale, 5),
               "median_rotation_change_deg": round(float(np.median(back.rotation_deg)), 4),

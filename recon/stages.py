@@ -123,7 +123,8 @@ def _write_refined_cameras(run: RunDir, trained, refined, path: Path) -> None:
     """transforms.json (nerfstudio) of the refined cameras for the frames in the clip stage: the
     refined poses and focal scale, with the lens model of the cameras the frames were taken with
     (the splats may have trained on undistorted copies)."""
-    from orbitforge.cameras import Cameras, write_transforms_json
+    from orbitforge.cameras import write_transforms_json
+    from orbitforge.recon.refine import with_refinement
 
     poses_dir = run.stage_path("poses")
     if (poses_dir / "clip.json").is_file():
@@ -131,9 +132,7 @@ def _write_refined_cameras(run: RunDir, trained, refined, path: Path) -> None:
         index = json.loads((poses_dir / "report.json").read_text())["registered_frames"]
     else:
         original, index = trained, range(len(refined))
-    K = original.K.copy()
-    K[:, :2, :2] *= refined.K[0, 0, 0] / trained.K[0, 0, 0]
-    cameras = Cameras(K, refined.c2w, original.width, original.height, original.distortion)
+    cameras = with_refinement(original, refined.c2w, refined.K[0, 0, 0] / trained.K[0, 0, 0])
     write_transforms_json(path, cameras, [f"../clip/frames/{i:05d}.png" for i in index])
 
 
