@@ -209,14 +209,12 @@ def _camera_params(model: str, K: np.ndarray | None, focal_px: float | None, wid
     return ",".join(f"{v:.6f}" for v in values)
 
 
-def _extract(db: Path, images: Path, names: list[str], config: PosesConfig, params: str, masks: Path | None = None) -> None:
+def _extract(db: Path, images: Path, names: list[str], config: PosesConfig, params: str) -> None:
     import pycolmap
 
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = config.camera_model
     reader.camera_params = params
-    if masks is not None:
-        reader.mask_path = masks
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.sift.max_num_features = config.max_features
     extraction.sift.peak_threshold = config.peak_threshold
@@ -488,6 +486,8 @@ def estimate_poses(
         report.update(run_step("match", workdir, db=db, workdir=workdir, n_images=len(names), config=config))
 
     if known is not None:
+        if config.refine:
+            say("the clip's cameras are known: they are used as given, not refined (refinement is for SfM cameras)")
         report["registered_frames"] = list(range(len(clip)))
         result = _known_camera_result(clip, db, images, workdir, names, config, report, timer, say)
     else:

@@ -180,8 +180,11 @@ def test_spot_orbit_with_sequential_matching_closes_the_loop(spot_orbit, tmp_pat
 
 def test_spot_known_camera_triangulation(spot_orbit, tmp_path):
     truth, _ = spot_orbit
-    result = estimate_poses(truth, tmp_path, PosesConfig())
+    said = []
+    result = estimate_poses(truth, tmp_path, PosesConfig(refine=True), status=said.append)
     assert result.problem is None
+    assert any("not refined" in line for line in said), said  # --refine on known cameras says why it does nothing
+    np.testing.assert_array_equal(result.clip.cameras.c2w, truth.cameras.c2w)
     assert result.report["points"] >= 1000
     assert result.report["mean_reprojection_px"] <= 1.0
     write_outputs(result, tmp_path)
