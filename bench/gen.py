@@ -28,7 +28,7 @@ Writes bench/results/gen.json and bench/results/gen.png (a contact sheet of the 
 with their prompts).
 
 Run:  .venv/bin/python bench/gen.py [--model checkpoints/orbit-starter] [--probe checkpoints/world-probe64.safetensors]
-          [--prompts 50] [--frames 16] [--steps 25] [--splat-steps 500] [--threads N] [--workers N]
+          [--prompts 50] [--frames 16] [--steps 25] [--guidance 3] [--guidance-rescale 0] [--splat-steps 500] [--threads N] [--workers N]
           [--no-recaption] [--truth-from bench/results/gen.json] [--probe-only]
 Clips are generated in this process (so seconds per clip is the model's alone), then measured in
 --workers processes of one thread each.  With --probe none the prompt-following columns are left
@@ -264,6 +264,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=None, help="default: the model's")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps")
     parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--guidance-rescale", type=float, default=0.0)
     parser.add_argument("--elevation", type=float, default=20.0)
     parser.add_argument("--splat-steps", type=int, default=500)
     parser.add_argument("--threads", type=int, default=None, help="torch threads while generating (default: torch's)")
@@ -314,6 +315,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         out = pipe(caption, cameras=OrbitSettings(elevation_deg=args.elevation), num_frames=num_frames, height=size,
                    width=size, num_inference_steps=steps, guidance_scale=args.guidance,
+                   guidance_rescale=args.guidance_rescale,
                    generator=torch.Generator(device).manual_seed(seed))
         return out.clip, time.perf_counter() - t0
 
@@ -347,6 +349,7 @@ def main(argv=None) -> int:
 
     summary, truth_summary = summarise(rows), summarise(truth_rows)
     meta = {"model": str(model), "frames": frames, "size": size, "steps": args.steps, "guidance": args.guidance,
+            "guidance_rescale": args.guidance_rescale,
             "device": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'}, "
             f"{torch.get_num_threads()} torch threads", "splat_steps": args.splat_steps,
             "probe": str(args.probe) if args.probe else None,

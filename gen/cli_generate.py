@@ -1,7 +1,7 @@
 """`orbitforge generate` and `orbitforge train vae|dit`: the orbit model on the command line.
 
     orbitforge generate "a red vase with white stripes" -o RUN [--model DIR] [--image PATH]
-        [--elevation 20] [--frames T] [--size S] [--steps 25] [--guidance 3] [--seed 0]
+        [--elevation 20] [--frames T] [--size S] [--steps 25] [--guidance 3] [--guidance-rescale 0] [--seed 0]
         [--show-recaption] [--no-recaption] [--to-asset [--splat-steps N] [--engine unity] ...]
     orbitforge train vae --data DIR|procedural -o OUT [--model cpu] [--size 64] [--steps N] ...
     orbitforge train dit --data DIR|procedural --vae VAE_OUT -o OUT [...]
@@ -43,6 +43,8 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=_positive_int, default=None, help="square frame side in pixels (default: the model's)")
     p.add_argument("--steps", type=_positive_int, default=25, help="sampler steps (default 25)")
     p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance on the text (default 3)")
+    p.add_argument("--guidance-rescale", type=float, default=0.0,
+                   help="0-1: pull strongly guided colours back toward the unguided spread (default 0: off)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--show-recaption", action="store_true", help="print how the prompt was rewritten for the model")
@@ -117,13 +119,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                                            "model": str(model.resolve()),
                                            "image": str(args.image.resolve()) if args.image else None})
     config = {"caption": caption, "elevation_deg": args.elevation, "frames": frames, "size": size,
-              "steps": args.steps, "guidance": args.guidance, "model": str(model.resolve())}
+              "steps": args.steps, "guidance": args.guidance,
+              "guidance_rescale": args.guidance_rescale, "model": str(model.resolve())}
     weights = sorted(str(p) for p in model.rglob("*.safetensors"))
 
     def stage(tmp: Path) -> dict:
         out = pipe(caption, image=image, cameras=settings, num_frames=frames, height=size, width=size,
                    num_inference_steps=args.steps, guidance_scale=args.guidance,
-                   generator=torch.Generator(device).manual_seed(args.seed))
+                   guidance_rescale=args.guidance_rescale, generator=torch.Generator(device).manual_seed(args.seed))
         clip = out.clip
         Clip(clip.frames, clip.cameras, fps=clip.fps, source=args.prompt).save(tmp)
         return {"frames": len(clip), "size": size, "caption": caption}
@@ -175,8 +178,9 @@ def train_command(recorded: dict, output: str | Path) -> str:
     for name in _TRAIN_FLAGS:
         if name in recorded and (name in always or recorded[name] != default[name]):
             parts += ["--" + name.replace("_", "-"), str(recorded[name])]
-    if recorded.get("vae"):
-        parts += ["--vae", str(recorded["vae"])]
+    for name in ("vae", "decoder_from"):
+        if recorded.get(name):
+            parts += ["--" + name.replace("_", "-"), str(recorded[name])]
     return shlex.join(parts + ["-o", str(output)])
 
 
@@ -226,6 +230,9 @@ def _add_train_arguments(p: argparse.ArgumentParser, kind: str) -> None:
         p.add_argument(flag, **kwargs)
     if kind == "dit":
         p.add_argument("--vae", required=True, help="a `train vae` output folder (or its vae/ folder)")
+    else:
+        p.add_argument("--decoder-from", default=None, metavar="VAE",
+                       help=f"{docs['decoder_from'].removeprefix('VAE only: ')}; e.g. a pipeline's vae/ folder (default: train a new VAE)")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--stop-at", type=_positive_int, default=None,
                    help="stop with a checkpoint at this step (a time-boxed chunk); re-run to go on")
@@ -240,7 +247,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     values = {name: getattr(args, name) for name in _TRAIN_FLAGS}
-    config = TrainConfig(**values, **({"vae": args.vae} if args.train_kind == "dit" else {}))
+    extra = {"vae": args.vae} if args.train_kind == "dit" else {"decoder_from": args.decoder_from}
+    config = TrainConfig(**values, **extra)
     train = train_vae if args.train_kind == "vae" else train_dit
     with tqdm(total=config.steps, desc=f"train {args.train_kind}", unit="step", disable=None) as bar:
         def progress(step: int, stats: dict) -> None:

@@ -83,6 +83,9 @@ class TrainConfig:
     """Model sizes, see MODEL_PRESETS."""
     vae: str | None = None
     """DiT only: the trained VAE, a `train_vae` output folder or the `vae/` folder inside it."""
+    decoder_from: str | None = None
+    """VAE only: fine-tune the decoder of this trained VAE (a `train vae` folder or its vae/ folder) with
+    its encoder frozen, so a transformer trained on its latents stays valid (the SD VAE's ft-MSE recipe)."""
     text_model: str = BUNDLED
     """Frozen sentence encoder, "bundled" (all-MiniLM-L6-v2) or a local folder (tests)."""
     batch_size: int = 8

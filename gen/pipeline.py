@@ -223,6 +223,7 @@ class OrbitVideoPipeline(DiffusionPipeline):
         width: int | None = None,
         num_inference_steps: int = 25,
         guidance_scale: float = 3.0,
+        guidance_rescale: float = 0.0,
         generator: torch.Generator | None = None,
         known_frames: Clip | np.ndarray | None = None,
         known_mask: Sequence[bool] | None = None,
@@ -242,6 +243,9 @@ class OrbitVideoPipeline(DiffusionPipeline):
                 cameras' size, else the checkpoint's default_size.
             num_inference_steps: scheduler steps.
             guidance_scale: classifier-free guidance on the text; <= 1 runs one branch only.
+            guidance_rescale: 0-1; pulls the guided velocity's spread back to the text branch's
+                (Lin et al. 2024, diffusers' `guidance_rescale`), against the washed-out or
+                over-saturated colours of strong guidance.  0 turns it off.
             generator: torch.Generator for the initial noise (and stochastic schedulers).
             known_frames: optional (T, H, W, 3) uint8 frames (or a Clip) for clip extension: the
                 frames where `known_mask` is True are kept and the others generated.
@@ -259,6 +263,8 @@ class OrbitVideoPipeline(DiffusionPipeline):
                              "\"a red vase with white stripes\"")
         if output_type not in ("clip", "latent"):
             raise InputError(f"output_type must be 'clip' or 'latent', got {output_type!r}")
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise InputError(f"guidance_rescale is a fraction in [0, 1], got {guidance_rescale!r}")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise InputError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
         cams = self._resolve_cameras(cameras, num_frames, height, width)
@@ -296,6 +302,8 @@ class OrbitVideoPipeline(DiffusionPipeline):
             if use_cfg:
                 v_uncond, v_cond = v.chunk(2)
                 v = v_uncond + guidance_scale * (v_cond - v_uncond)
+                if guidance_rescale > 0:
+                    v = _rescaled(v, v_cond, guidance_rescale)
             v = v.masked_fill(is_ctx, 0.0)
             latents = self.scheduler.step(v, t, latents, **step_kwargs, return_dict=False)[0]
         latents = torch.where(is_ctx, ctx[None], latents)[0]  # [T, C, h, w]
@@ -309,6 +317,15 @@ class OrbitVideoPipeline(DiffusionPipeline):
         if not return_dict:
             return clip, latents
         return OrbitVideoPipelineOutput(clip=clip, latents=latents)
+
+
+def _rescaled(guided: torch.Tensor, cond: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The guided velocity with its per-sample standard deviation moved `fraction` of the way to
+    the text branch's.  Written here rather than imported: diffusers keeps `rescale_noise_cfg` in
+    its Stable Diffusion pipeline module, whose import loads the CLIP image processors."""
+    dims = tuple(range(1, guided.ndim))
+    matched = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return fraction * matched + (1.0 - fraction) * guided
 
 
 def _image_array(image, width: int, height: int) -> np.ndarray:

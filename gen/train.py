@@ -558,16 +558,21 @@ def _run_loop(*, config: TrainConfig, out_dir: Path, accelerator, model: torch.n
 class _VAEObjective(torch.nn.Module):
     """The VAE's loss as a module `forward`, so data-parallel wrappers see the whole step."""
 
-    def __init__(self, vae, loss: VAELossConfig):
+    def __init__(self, vae, loss: VAELossConfig, train_encoder: bool = True):
         super().__init__()
-        self.vae, self.loss = vae, loss
+        self.vae, self.loss, self.train_encoder = vae, loss, train_encoder
 
     def forward(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """x (B, 3, S, S) in [-1, 1] -> scalar loss."""
-        posterior = self.vae.encode(x).latent_dist
-        recon = self.vae.decode(posterior.sample(generator)).sample.float()  # [B, 3, S, S]
+        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
+            posterior = self.vae.encode(x).latent_dist
+        # a frozen encoder's decoder learns the posterior means: the latents a transformer is trained on
+        z = posterior.sample(generator) if self.train_encoder else posterior.mode()
+        recon = self.vae.decode(z).sample.float()  # [B, 3, S, S]
         err = (recon - x).abs() if self.loss.reconstruction == "l1" else (recon - x).pow(2)
-        loss = err.mean() + self.loss.kl_weight * posterior.kl().float().mean() / x[0].numel()
+        loss = err.mean()
+        if self.train_encoder:
+            loss = loss + self.loss.kl_weight * posterior.kl().float().mean() / x[0].numel()
         if self.loss.ssim_weight > 0:
             from pytorch_msssim import ssim
 
@@ -602,10 +607,16 @@ def train_vae(config: TrainConfig, out_dir: Path | str, *, progress: Progress | 
     out_dir = Path(out_dir)
     _check_run_folder(out_dir, config, "vae")
     accelerator = _accelerator(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        vae = make_vae(MODEL_PRESETS[config.model]["vae"])
-    objective = _VAEObjective(vae, config.vae_loss).to(accelerator.device)
+    if config.decoder_from:  # the latent space stays the one a transformer may already be trained on
+        vae = load_trained_vae(config.decoder_from)
+        vae.encoder.requires_grad_(False)
+        if vae.quant_conv is not None:
+            vae.quant_conv.requires_grad_(False)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            vae = make_vae(MODEL_PRESETS[config.model]["vae"])
+    objective = _VAEObjective(vae, config.vae_loss, train_encoder=not config.decoder_from).to(accelerator.device)
     ema = _EMA(objective, config.ema_decay)  # ema.model.vae is the VAE that ships
     source = _train_source(config)
     evals = _eval_sets(config)
@@ -648,10 +659,10 @@ def train_vae(config: TrainConfig, out_dir: Path | str, *, progress: Progress | 
     metrics = _last_eval(out_dir)
     if end >= config.steps and accelerator.is_main_process:
         vae = ema.model.vae
-        probe = np.concatenate([o.frames.reshape(-1, *o.frames.shape[2:]) for o in evals.values()])[:64]
-        scale = measure_latent_scale(vae, probe)
-        vae.register_to_config(scaling_factor=scale)
-        metrics["scaling_factor"] = scale
+        if not config.decoder_from:  # a frozen encoder keeps the scale the transformer was trained with
+            probe = np.concatenate([o.frames.reshape(-1, *o.frames.shape[2:]) for o in evals.values()])[:64]
+            vae.register_to_config(scaling_factor=measure_latent_scale(vae, probe))
+        metrics["scaling_factor"] = vae.config.scaling_factor
         vae.save_pretrained(output, safe_serialization=True)
         write_bytes_atomic(out_dir / _METRICS, json.dumps(metrics, indent=1).encode())
     return TrainResult(out_dir, end, start, output, metrics)

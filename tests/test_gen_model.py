@@ -271,6 +271,22 @@ def test_camera_conditioning_changes_the_output(tiny_text_model):
     assert (high - low).abs().mean() > 1e-2 * low.abs().mean()
 
 
+def test_guidance_rescale_pulls_the_guided_spread_to_the_text_branch(tiny_text_model):
+    from orbitforge.gen.pipeline import _rescaled
+
+    g = torch.Generator().manual_seed(0)
+    cond = torch.randn(2, 3, 4, 5, 5, generator=g)
+    guided = 4.0 * torch.randn(2, 3, 4, 5, 5, generator=g)
+    full = _rescaled(guided, cond, 1.0)
+    torch.testing.assert_close(full.flatten(1).std(1), cond.flatten(1).std(1))  # per sample
+    torch.testing.assert_close(_rescaled(guided, cond, 0.0), guided)
+    pipe = _tiny_pipeline(tiny_text_model)
+    plain = _run(pipe, guidance_scale=5.0).latents
+    assert (_run(pipe, guidance_scale=5.0, guidance_rescale=0.7).latents - plain).abs().max() > 1e-4
+    with pytest.raises(InputError, match="guidance_rescale"):
+        _run(pipe, guidance_rescale=1.5)
+
+
 def test_image_and_known_frames_stay_clean_in_context(tiny_text_model):
     pipe = _tiny_pipeline(tiny_text_model)
     rng = np.random.default_rng(0)

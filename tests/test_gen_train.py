@@ -85,6 +85,36 @@ def test_vae_trains_measures_psnr_and_saves_safetensors_only(trained_vae):
     _assert_no_pickles(out)
 
 
+def test_decoder_fine_tune_keeps_the_latent_space_and_improves_reconstruction(config, trained_vae, tmp_path):
+    from orbitforge.gen.train import _StoredOrbits, load_trained_vae
+    from orbitforge.gen.vae import decode_latents, encode_frames
+
+    base_result, base_run = trained_vae
+    tuned = train_vae(replace(config, decoder_from=str(base_run), steps=60, lr=3e-3, ema_decay=0.0,
+                                     sample_every=0), tmp_path / "ft")
+    base, new = load_trained_vae(base_run), load_trained_vae(tuned.output)
+    for name, weight in base.encoder.state_dict().items():  # the encoder and its latents are untouched
+        assert torch.equal(weight, new.encoder.state_dict()[name]), name
+    assert new.config.scaling_factor == base.config.scaling_factor == tuned.metrics["scaling_factor"]
+    assert any(not torch.equal(w, new.decoder.state_dict()[k]) for k, w in base.decoder.state_dict().items())
+    frames = _StoredOrbits(config.data, "train", 32, 4).all_orbits().frames.reshape(-1, 32, 32, 3)
+    latents = encode_frames(base, frames)
+    assert torch.equal(latents, encode_frames(new, frames))
+
+    def psnr(vae) -> float:
+        err = (decode_latents(vae, latents).astype(np.float64) - frames) ** 2
+        return float(10 * np.log10(255.0**2 / err.mean()))
+
+    assert psnr(new) > psnr(base) + 0.5, (psnr(base), psnr(new))
+    assert "--decoder-from" in _train_command(tuned.out_dir)
+
+
+def _train_command(run: Path) -> str:
+    from orbitforge.gen.cli_generate import train_command
+
+    return train_command(json.loads((run / "config.json").read_text()), run)
+
+
 def test_dit_trains_on_vae_latents_and_saves_a_pipeline(config, trained_vae, tmp_path):
     from orbitforge.gen.pipeline import OrbitVideoPipeline
 
