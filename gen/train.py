@@ -605,10 +605,12 @@ def train_vae(config: TrainConfig, out_dir: Path | str, *, progress: Progress | 
     from orbitforge.gen.vae import decode_latents, encode_frames, frames_to_tensor, make_vae, measure_latent_scale
 
     out_dir = Path(out_dir)
+    # a VAE that cannot be loaded fails before the run folder records its settings
+    base = load_trained_vae(config.decoder_from) if config.decoder_from else None
     _check_run_folder(out_dir, config, "vae")
     accelerator = _accelerator(config)
-    if config.decoder_from:  # the latent space stays the one a transformer may already be trained on
-        vae = load_trained_vae(config.decoder_from)
+    if base is not None:  # the latent space stays the one a transformer may already be trained on
+        vae = base
         vae.encoder.requires_grad_(False)
         if vae.quant_conv is not None:
             vae.quant_conv.requires_grad_(False)

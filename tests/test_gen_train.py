@@ -107,6 +107,9 @@ def test_decoder_fine_tune_keeps_the_latent_space_and_improves_reconstruction(co
 
     assert psnr(new) > psnr(base) + 0.5, (psnr(base), psnr(new))
     assert "--decoder-from" in _train_command(tuned.out_dir)
+    with pytest.raises(InputError, match="no trained VAE"):  # one line, and no half-made run folder
+        train_vae(replace(config, decoder_from=str(tmp_path / "missing")), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
 
 
 def _train_command(run: Path) -> str:
