@@ -86,7 +86,7 @@ def test_vae_trains_measures_psnr_and_saves_safetensors_only(trained_vae):
 
 
 def test_decoder_fine_tune_keeps_the_latent_space_and_improves_reconstruction(config, trained_vae, tmp_path):
-    from orbitforge.gen.train import _StoredOrbits, load_trained_vae
+    from orbitforge.gen.train import _psnr, _StoredOrbits, load_trained_vae
     from orbitforge.gen.vae import decode_latents, encode_frames
 
     base_result, base_run = trained_vae
@@ -102,8 +102,7 @@ def test_decoder_fine_tune_keeps_the_latent_space_and_improves_reconstruction(co
     assert torch.equal(latents, encode_frames(new, frames))
 
     def psnr(vae) -> float:
-        err = (decode_latents(vae, latents).astype(np.float64) - frames) ** 2
-        return float(10 * np.log10(255.0**2 / err.mean()))
+        return _psnr(decode_latents(vae, latents), frames)
 
     assert psnr(new) > psnr(base) + 0.5, (psnr(base), psnr(new))
     assert "--decoder-from" in _train_command(tuned.out_dir)
